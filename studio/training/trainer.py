@@ -1,0 +1,67 @@
+"""Build a `transformers.Trainer` from a RunConfig and a task's prepared pieces.
+
+This is where the studio's defaults for speed live: dynamic padding with length-grouped batches
+(little compute is spent on padding), evaluation batched and only as often as asked, fp32 on CPUs
+without fast bf16, and no logging integrations.
+"""
+
+from __future__ import annotations
+
+import math
+
+from studio.training.callbacks import ProgressCallback
+from studio.training.device import training_precision
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_examples / batch_size))
+
+
+def build_trainer(config, run, prepared, progress, stop_event, *, extra_callbacks=()):
+    from transformers import Trainer, TrainingArguments
+
+    t = config.train
+    per_epoch = steps_per_epoch(len(prepared.train_dataset), t.batch_size)
+    total_steps = max(1, math.ceil(per_epoch * t.epochs))
+    precision = training_precision()
+    args = TrainingArguments(
+        output_dir=str(run.checkpoints_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=max(32, t.batch_size * 2),
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,          # transformers 5: a float < 1 is a share of all steps
+        weight_decay=t.weight_decay,
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps if t.eval_strategy == "steps" else None,
+        save_strategy=t.eval_strategy if t.save_checkpoints else "no",
+        save_steps=t.eval_steps if t.eval_strategy == "steps" else None,
+        save_total_limit=2,
+        save_only_model=False,
+        logging_strategy="steps",
+        logging_steps=max(1, total_steps // 100),
+        seed=t.seed,
+        data_seed=t.seed,
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=precision.device == "cpu",
+        bf16=precision.dtype == "bf16",
+        fp16=precision.dtype == "fp16",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    callback = ProgressCallback(progress, run, stop_event, samples_per_step=t.batch_size,
+                                metric=prepared.metric, greater_is_better=prepared.greater_is_better,
+                                patience=t.early_stopping_patience,
+                                tokens_per_sample=prepared.tokens_per_sample)
+    trainer = Trainer(model=prepared.model, args=args, train_dataset=prepared.train_dataset,
+                      eval_dataset=prepared.eval_dataset, data_collator=prepared.collator,
+                      compute_metrics=prepared.compute_metrics,
+                      callbacks=[callback, *extra_callbacks])
+    # The Trainer adds a console printer; the studio shows progress through its own log instead.
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgress)
+    return trainer
