@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ["STUDIO_WORKSPACE"] = str(Path(args.workspace).resolve())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from studio.training.trainer import quiet_library_progress_bars
+    quiet_library_progress_bars()
     try:
         return args.fn(args)
     except StudioError as exc:

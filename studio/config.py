@@ -179,7 +179,10 @@ class RunConfig(_Validated):
         try:
             raw = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"is not valid YAML ({exc}).", where="config") from None
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "syntax error"
+            raise ConfigError(f"is not valid YAML{at}: {problem}.", where="config") from None
         return cls.from_dict(raw or {})
 
     @classmethod

@@ -91,8 +91,9 @@ class TrainingJob:
 
     def _train(self, started: float) -> None:
         from studio.tasks import task_module
-        from studio.training.trainer import build_trainer
+        from studio.training.trainer import build_trainer, quiet_library_progress_bars
 
+        quiet_library_progress_bars()
         task = task_module(self.config.task)
         self.prepared = task.prepare(self.config, report=self._report)
         if self.stop_event.is_set():

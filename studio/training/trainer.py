@@ -17,6 +17,15 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     return max(1, math.ceil(n_examples / batch_size))
 
 
+def quiet_library_progress_bars() -> None:
+    """transformers/datasets draw their own tqdm bars (loading weights, writing shards); the studio
+    reports progress itself, so those only clutter the terminal and server logs."""
+    from transformers.utils import logging as hf_logging
+    import datasets
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 def build_trainer(config, run, prepared, progress, stop_event, *, extra_callbacks=()):
     from transformers import Trainer, TrainingArguments
 
