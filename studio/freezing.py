@@ -71,8 +71,20 @@ def groups_by_param(model: nn.Module) -> dict[str, tuple[str, int]]:
     return result
 
 
+def frozen_modules(model: nn.Module, depth: int) -> list[nn.Module]:
+    """The modules below block `depth`: embedding modules and blocks 0..depth-1."""
+    prefix, blocks = find_blocks(model)
+    embeddings = [m for name, m in model.named_modules()
+                  if "embed" in name.split(".")[-1] and not name.startswith(prefix)]
+    return embeddings + list(blocks)[:depth]
+
+
 def apply_freeze_depth(model: nn.Module, depth: int) -> nn.Module:
-    """Freeze embeddings and blocks [0, depth); everything above learns. Returns the same model."""
+    """Freeze embeddings and blocks [0, depth); everything above learns. Returns the same model.
+
+    Frozen modules also stay in eval mode during training (no dropout where nothing learns), so
+    the frozen bottom is deterministic and its output can be cached (see prefix_cache.py).
+    """
     _, blocks = find_blocks(model)
     n = len(blocks)
     if not 0 <= depth <= n:
@@ -85,6 +97,9 @@ def apply_freeze_depth(model: nn.Module, depth: int) -> nn.Module:
         if depth == 0 and kind == "embeddings":
             frozen = False  # depth 0 is full fine-tuning
         param.requires_grad = not frozen
+    if depth > 0:
+        from studio.training.prefix_cache import keep_frozen_in_eval
+        keep_frozen_in_eval(model, frozen_modules(model, depth))
     return model
 
 

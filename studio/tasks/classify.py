@@ -50,11 +50,27 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> dict:
     return tokenizer(list(texts), truncation=True, max_length=max_length)
 
 
-def to_dataset(tokenizer, frame, max_length: int):
+def to_dataset(tokenizer, frame, max_length: int, *, id_offset: int | None = None):
+    """Tokenized examples (no padding: the collator pads each batch to its own longest).
+
+    With `id_offset`, each example also carries a stable `example_id` for the prefix cache.
+    """
     from datasets import Dataset
     enc = tokenize(tokenizer, frame["text"].tolist(), max_length)
-    return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-                              "labels": frame["label"].astype(int).tolist()})
+    columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+               "labels": frame["label"].astype(int).tolist()}
+    if id_offset is not None:
+        columns["example_id"] = list(range(id_offset, id_offset + len(frame)))
+    return Dataset.from_dict(columns)
+
+
+def uses_prefix_cache(train_spec) -> bool:
+    return train_spec.method == "freeze" and train_spec.cache_frozen and train_spec.freeze_depth > 0
+
+
+def unwrap(model):
+    """The transformers model inside a prefix-cache wrapper (or the model itself)."""
+    return getattr(model, "model", model) if type(model).__name__ == "CachedPrefixModel" else model
 
 
 def compute_metrics(eval_pred) -> dict:
@@ -71,6 +87,8 @@ def prepare(config, report=lambda message: None) -> Prepared:
     from studio.data import load_classification
     from studio.freezing import apply_method
 
+    from transformers import set_seed
+    set_seed(config.train.seed)  # before the new head is initialised, so a run repeats exactly
     report("Reading data")
     data = load_classification(config.data, seed=config.train.seed)
     report("Loading model")
@@ -80,11 +98,17 @@ def prepare(config, report=lambda message: None) -> Prepared:
     tokenizer = load_tokenizer(resolved.load_target)
     model = load_classifier(resolved.load_target, data.labels)
     model = apply_method(model, config.train, "classify")
-    train_ds = to_dataset(tokenizer, data.train, config.train.max_length)
-    eval_ds = to_dataset(tokenizer, data.validation, config.train.max_length)
+    cached = uses_prefix_cache(config.train)
+    if cached:
+        from studio.training.prefix_cache import CachedPrefixModel
+        model = CachedPrefixModel(model, config.train.freeze_depth)
+    train_ds = to_dataset(tokenizer, data.train, config.train.max_length, id_offset=0 if cached else None)
+    eval_ds = to_dataset(tokenizer, data.validation, config.train.max_length,
+                         id_offset=len(data.train) if cached else None)
     mean_tokens = float(np.mean([len(x) for x in train_ds["input_ids"]])) if len(train_ds) else None
 
     def save(trained_model, folder: Path) -> None:
+        trained_model = unwrap(trained_model)
         if hasattr(trained_model, "merge_and_unload"):  # LoRA: store a plain model, adapters merged
             trained_model = trained_model.merge_and_unload()
         trained_model.save_pretrained(folder, safe_serialization=True)
@@ -95,7 +119,7 @@ def prepare(config, report=lambda message: None) -> Prepared:
     return Prepared(model=model, tokenizer=tokenizer, train_dataset=train_ds, eval_dataset=eval_ds,
                     collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
                     metric="accuracy", greater_is_better=True, save=save, tokens_per_sample=mean_tokens,
-                    extras={"data": data})
+                    extras={"data": data, "close": model.store.close if cached else None})
 
 
 # -- inference -------------------------------------------------------------------------------------

@@ -61,8 +61,14 @@ class ProgressCallback(TrainerCallback):
             control.should_training_stop = True
         return control
 
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_started = time.time()
+
     def on_epoch_end(self, args, state, control, **kwargs):
-        self._emit({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "event": "epoch_end"})
+        # Training time of this epoch alone (evaluation and checkpointing come after this event).
+        seconds = time.time() - getattr(self, "_epoch_started", time.time())
+        self._emit({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "event": "epoch_end",
+                    "epoch_seconds": round(seconds, 3)})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}

@@ -85,6 +85,18 @@ class TrainingJob:
                 log.error("training job %s failed:\n%s", self.id, traceback.format_exc())
             self.progress.update(state="failed", error=text, finished_at=time.time(), message=text)
             self.run.write_status("failed", error=text, finished_at=time.time())
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Drop the model, optimizer and caches: the result is on disk; memory returns to baseline."""
+        close = (self.prepared.extras.get("close") if self.prepared else None)
+        if close:
+            close()
+        self.trainer = None
+        self.prepared = None
+        import gc
+        gc.collect()
 
     def _report(self, message: str) -> None:
         self.progress.update(message=message)
