@@ -29,7 +29,7 @@ def load_tokenizer(target: str):
         raise ModelError(f"could not load the tokenizer of '{target}': {str(exc).splitlines()[0]}") from None
 
 
-def load_classifier(target: str, labels) -> "torch.nn.Module":
+def load_classifier(target: str, labels):
     """A sequence classifier with a fresh head sized for `labels` (a LabelSet)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging

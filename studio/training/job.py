@@ -110,6 +110,7 @@ class TrainingJob:
         self.prepared = task.prepare(self.config, report=self._report)
         if self.stop_event.is_set():
             return self._finish("stopped", started, None)
+        self._estimate()
         self.trainer = build_trainer(self.config, self.run, self.prepared, self.progress, self.stop_event,
                                      extra_callbacks=self.extra_callbacks)
         self._report("Training")
@@ -131,6 +132,19 @@ class TrainingJob:
             return {k: v for k, v in evals[-1].items() if k.startswith("eval_")}
         self._report("Final evaluation")
         return self.trainer.evaluate()
+
+    def _estimate(self) -> None:
+        """Time a few real steps and publish the expected duration before training begins."""
+        from studio.training.estimate import estimate_training
+        self._report("Measuring speed")
+        try:
+            estimate = estimate_training(self.prepared, self.config.train)
+        except Exception as exc:  # an estimate is a nicety; never fail a run over it
+            log.warning("could not estimate training time: %s", exc)
+            return
+        self.progress.update(estimate_seconds=estimate.total_seconds,
+                             message=f"Expected duration: {estimate.describe()}")
+        self.run.write_status("running", estimate_seconds=round(estimate.total_seconds, 1))
 
     def _save_model(self) -> None:
         """Write the final model to model.tmp/, mark it complete, then swap it into model/."""

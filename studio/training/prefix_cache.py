@@ -75,6 +75,13 @@ class ActivationStore:
             self._file.write(value.numpy().tobytes())
             self._disk[key] = (offset, tuple(value.shape))
 
+    def discard(self, key: int) -> None:
+        """Forget one in-memory entry (used for timing probes)."""
+        with self._lock:
+            value = self._memory.pop(key, None)
+            if value is not None:
+                self._bytes -= value.numel() * 4
+
     def get(self, key: int) -> torch.Tensor:
         if key in self._memory:
             return self._memory[key]

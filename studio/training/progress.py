@@ -36,8 +36,15 @@ class Snapshot:
 
     @property
     def eta_seconds(self) -> float | None:
-        if not self.step or not self.max_steps or self.state != "running":
+        """Remaining time at the recent pace (the last few logged steps), so a fast cached
+        second epoch is not judged by a slower first one."""
+        if not self.step or not self.max_steps or self.state not in ("running", "stopping"):
             return None
+        timed = [(r["step"], r["time"]) for r in self.records if r.get("loss") is not None and "time" in r]
+        if len(timed) >= 3:
+            (s0, t0), (s1, t1) = timed[-3], timed[-1]
+            if s1 > s0:
+                return (t1 - t0) / (s1 - s0) * (self.max_steps - self.step)
         return self.elapsed / self.step * (self.max_steps - self.step)
 
     @property
