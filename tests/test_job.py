@@ -152,3 +152,24 @@ def test_crashed_run_is_listed_as_interrupted_and_resumes(tmp_path, tiny_bert):
     assert resumed.wait(120).state == "completed"
     assert reopened.get(run.id).status()["state"] == "completed"
     assert os.getpid() == reopened.get(run.id).status()["pid"]
+
+
+def test_early_stopping_ends_when_the_metric_stalls(tmp_path, tiny_bert, manager):
+    # lr 0 -> the metric never improves; patience 1 stops after the second evaluation.
+    config = tiny_config(write_tiny_csv(tmp_path / "d.csv"), tiny_bert, epochs=6, learning_rate=1e-7,
+                         early_stopping_patience=1)
+    snap = manager.submit(config).wait(120)
+    assert snap.state == "completed"
+    evals = [r for r in snap.records if "eval_loss" in r]
+    assert len(evals) == 2, "stopped after the first evaluation without improvement"
+    assert any(r.get("event") == "early_stop" for r in snap.records)
+    assert snap.step < snap.max_steps
+
+
+def test_evaluation_every_n_steps(tmp_path, tiny_bert, manager):
+    config = tiny_config(write_tiny_csv(tmp_path / "d.csv", n=64), tiny_bert, epochs=1, batch_size=4,
+                         eval_strategy="steps", eval_steps=4)
+    snap = manager.submit(config).wait(120)
+    assert snap.state == "completed"
+    steps = [r["step"] for r in snap.records if "eval_loss" in r]
+    assert steps[:3] == [4, 8, 12]

@@ -109,6 +109,6 @@ class ProgressCallback(TrainerCallback):
             return
         self._bad_evals += 1
         if self._bad_evals >= self.patience:
-            self.log.update(message=f"Early stopping: {self.metric} has not improved for "
-                                    f"{self.patience} evaluation(s).")
+            note = f"Early stopping: {self.metric} has not improved for {self.patience} evaluation(s)."
+            self._emit({"step": self.log.step, "event": "early_stop", "note": note})
             control.should_training_stop = True
