@@ -173,3 +173,14 @@ def test_evaluation_every_n_steps(tmp_path, tiny_bert, manager):
     assert snap.state == "completed"
     steps = [r["step"] for r in snap.records if "eval_loss" in r]
     assert steps[:3] == [4, 8, 12]
+
+
+def test_stopping_a_queued_job_removes_it_without_running(tmp_path, tiny_bert, manager):
+    data = write_tiny_csv(tmp_path / "d.csv", n=64)
+    first = manager.submit(tiny_config(data, tiny_bert, epochs=2), owner="a", extra_callbacks=[_SlowSteps(0.05)])
+    second = manager.submit(tiny_config(data, tiny_bert, epochs=1), owner="b")
+    manager.stop(second.id, owner="b")
+    snap = second.wait(5)
+    assert snap.state == "stopped" and snap.started_at is None
+    assert second.run.status()["state"] == "stopped"
+    assert first.wait(120).state == "completed"

@@ -39,6 +39,7 @@ class TrainingJob:
         self.extra_callbacks = list(extra_callbacks or [])
         self.progress = ProgressLog()
         self.stop_event = threading.Event()
+        self.finished = threading.Event()   # set once the job reaches a final state
         self.thread: threading.Thread | None = None
         self.trainer = None      # available to the compare tab after training
         self.prepared = None
@@ -68,9 +69,15 @@ class TrainingJob:
             self.progress.update(state="stopping", message="Stopping after this step…")
 
     def wait(self, timeout: float | None = None) -> Snapshot:
-        if self.thread is not None:
-            self.thread.join(timeout)
+        """Block until the job ends (queued jobs included) or `timeout` passes."""
+        self.finished.wait(timeout)
         return self.snapshot()
+
+    def mark_stopped_before_start(self, message: str) -> None:
+        """A queued job that is removed never runs; it still ends, and says so."""
+        self.progress.update(state="stopped", message=message, finished_at=time.time())
+        self.run.write_status("stopped")
+        self.finished.set()
 
     # -- the thread ------------------------------------------------------------------------------
     def _main(self) -> None:
@@ -87,6 +94,7 @@ class TrainingJob:
             self.run.write_status("failed", error=text, finished_at=time.time())
         finally:
             self._release()
+            self.finished.set()
 
     def _release(self) -> None:
         """Drop the model, optimizer and caches: the result is on disk; memory returns to baseline."""

@@ -74,8 +74,7 @@ class JobManager:
             while self._queue and len(self._running) < self.max_concurrent:
                 job = self._queue.popleft()
                 if job.stop_event.is_set():  # stopped while waiting: never started
-                    job.progress.update(state="stopped", message="Stopped before it started.")
-                    job.run.write_status("stopped")
+                    job.mark_stopped_before_start("Stopped before it started.")
                     continue
                 self._running.append(job)
                 self._start(job)
@@ -117,8 +116,7 @@ class JobManager:
         with self._lock:
             if job in self._queue:
                 self._queue.remove(job)
-                job.progress.update(state="stopped", message="Removed from the queue.")
-                job.run.write_status("stopped")
+                job.mark_stopped_before_start("Removed from the queue.")
                 self._dispatch()
 
     def shutdown(self, timeout: float = 30.0) -> None:
