@@ -3,6 +3,7 @@
     studio train CONFIG.yaml            run a job with a terminal progress bar
     studio predict RUN --text "..."     base and tuned prediction as JSON
     studio eval RUN --data FILE         base vs tuned on a labelled file, as JSON
+    studio generate RUN --prompt "..."  the tuned answer (--base: the base answer too; --json)
     studio runs                         list runs (interrupted ones included)
     studio resume RUN                   continue an interrupted run from its last checkpoint
     studio config                       print the default config YAML (a starting point)
@@ -38,12 +39,18 @@ def _run(args):
 def _follow(job) -> int:
     """Draw a progress bar from the job's snapshots until it ends; return the exit code."""
     from tqdm import tqdm
+    from studio.training.estimate import format_duration
     bar = None
     last_version = -1
+    estimate_shown = False
     while True:
         snap = job.snapshot()
         if snap.version != last_version:
             last_version = snap.version
+            # The estimate's message is replaced within a moment, so print it from its own field.
+            if snap.estimate_seconds is not None and not estimate_shown:
+                estimate_shown = True
+                print(f"Expected duration: about {format_duration(snap.estimate_seconds)}", file=sys.stderr)
             if snap.max_steps and bar is None:
                 bar = tqdm(total=snap.max_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
             if bar is not None:
@@ -60,13 +67,18 @@ def _follow(job) -> int:
                             post["acc"] = f"{evals[-1][key]:.3f}"
                 bar.set_postfix(post, refresh=False)
                 bar.refresh()
-            elif snap.message:
+            elif snap.message and not snap.message.startswith("Expected duration"):
                 print(snap.message, file=sys.stderr)
         if snap.done:
             break
         time.sleep(0.5)
     if bar is not None:
         bar.close()
+    # "completed" is published before the thread frees the model; exiting while it still runs
+    # torch code aborts the interpreter ("terminate called without an active exception").
+    job.wait()
+    if job.thread is not None:
+        job.thread.join(60)
     print(f"{snap.state}: {snap.message}" + (f" {snap.error}" if snap.error and snap.error != snap.message else ""),
           file=sys.stderr)
     print(f"run folder: {job.run.dir}")
@@ -105,18 +117,46 @@ def cmd_predict(args) -> int:
 
 def cmd_eval(args) -> int:
     from studio.compare import load_pair
-    from studio.config import DataSpec
-    from studio.data import detect_columns, read_table
-    pair = load_pair(_run(args))
+    from studio.data import detect_columns, read_table, unify_labels
+    run = _run(args)
+    if run.config().task == "generate":   # base vs tuned answers next to the file's reference answers
+        from studio.generation import batch_compare
+        print(json.dumps(batch_compare(run, data_path=args.data).to_dict(), indent=2, default=float,
+                         ensure_ascii=False))
+        return 0
+    pair = load_pair(run)
     frame = read_table(args.data)
-    cols = detect_columns(frame, "classify")
-    text_col = args.text_column or cols.text
-    label_col = args.label_column or cols.label
-    result = pair.compare_dataset(frame[text_col].astype(str).tolist(), frame[label_col].astype(str).tolist())
+    cols = detect_columns(frame, "classify", text=args.text_column, label=args.label_column)
+    # The same label normalisation training applied ("1.0" -> "1"), so labels match the model's.
+    gold = unify_labels(frame[cols.label].astype(str).str.strip(), [])
+    result = pair.compare_dataset(frame[cols.text].astype(str).tolist(), gold.tolist())
     out = result.to_dict()
     if not args.all_disagreements:
         out["disagreements"] = out["disagreements"][:20]
     print(json.dumps(out, indent=2, default=float))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    """The tuned model's answer to one prompt (and the base model's, with --base)."""
+    from studio.config import GenerateSpec
+    from studio.generation import load_pair
+    pair = load_pair(_run(args))
+    base = pair.config.generate
+    settings = GenerateSpec(max_new_tokens=args.max_new_tokens or base.max_new_tokens,
+                          temperature=base.temperature if args.temperature is None else args.temperature,
+                          top_p=base.top_p if args.top_p is None else args.top_p)
+    started = time.time()
+    out = {"prompt": args.prompt, "tuned": pair.answer(args.prompt, "tuned", settings, system=args.system)}
+    if args.base:
+        out["base"] = pair.answer(args.prompt, "base", settings, system=args.system)
+    out["seconds"] = round(time.time() - started, 2)
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    elif args.base:
+        print(f"base:  {out['base']}\ntuned: {out['tuned']}")
+    else:
+        print(out["tuned"])
     return 0
 
 
@@ -158,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column")
     p.add_argument("--all-disagreements", action="store_true")
     p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("generate", help="the tuned model's answer to a prompt (generation runs)")
+    p.add_argument("run")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--base", action="store_true", help="also print the base model's answer")
+    p.add_argument("--json", action="store_true", help="print JSON instead of plain text")
+    p.add_argument("--system", help="a system message before the prompt")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float)
+    p.set_defaults(fn=cmd_generate)
     p = sub.add_parser("runs", help="list runs")
     p.set_defaults(fn=cmd_runs)
     p = sub.add_parser("config", help="print the default config")

@@ -9,7 +9,6 @@ disagree.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,12 +48,9 @@ class ClassifierPair:
     """The tuned model of a finished run and its base encoder, loaded once."""
 
     def __init__(self, run: Run) -> None:
-        if not run.has_model():
-            raise JobError(f"run {run.id} has no finished model to compare.",
-                           hint="Wait for it to finish, or pick another run.")
+        meta = run.model_meta()
         self.run = run
         self.config = run.config()
-        meta = json.loads((run.model_dir / "studio.json").read_text(encoding="utf-8"))
         self.labels: list[str] = meta["labels"]
         self.max_length = self.config.train.max_length
         from transformers import AutoModelForSequenceClassification

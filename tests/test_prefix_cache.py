@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from conftest import tiny_config, write_tiny_csv
@@ -33,7 +32,6 @@ def test_cached_training_matches_uncached(tmp_path, tiny_bert):
 
 
 def test_cache_computes_each_example_once(tmp_path, tiny_bert):
-    from studio.config import RunConfig
     from studio.tasks import classify
     config = tiny_config(write_tiny_csv(tmp_path / "d.csv", n=40), tiny_bert, method="freeze", freeze_depth=2)
     prepared = classify.prepare(config)

@@ -20,6 +20,7 @@ class Prepared:
     save: Callable[[Any, Any], None]  # save(model, folder)
     tokens_per_sample: float | None = None
     extras: dict = field(default_factory=dict)
+    loss_fn: Callable | None = None   # loss_fn(model, batch) -> loss, when the model's own is wasteful
 
 
 def task_module(task: str):

@@ -51,30 +51,33 @@ def _typical_batch(dataset, collator, size: int):
     return collator([dataset[i] for i in order])
 
 
-def _timed_pass(model, batch, *, backward: bool) -> float:
+def _model_loss(model, batch):
+    return model(**batch).loss
+
+
+def _timed_pass(model, batch, *, backward: bool, loss_fn=_model_loss) -> float:
+    """Seconds for one forward (+ backward) pass, computing the loss the way training does."""
     start = time.perf_counter()
     if backward:
-        loss = model(**batch).loss
-        loss.backward()
+        loss_fn(model, batch).backward()
     else:
         with torch.no_grad():
-            model(**batch)
+            loss_fn(model, batch)
     return time.perf_counter() - start
 
 
-def _optimizer_step_seconds(model) -> float:
-    """Time one AdamW step over throwaway copies of the trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if sum(p.numel() for p in params) > 300_000_000:
-        return 0.0
-    copies = [torch.nn.Parameter(p.detach().clone()) for p in params]
-    for c in copies:
-        c.grad = torch.zeros_like(c)
-    opt = torch.optim.AdamW(copies, lr=1e-4)
-    opt.step()  # first step allocates state
+def _optimizer_step_seconds(model, sample: int = 2_000_000) -> float:
+    """One AdamW step, timed on a throwaway `sample` of parameters and scaled to the trainable
+    count (the step is a few streaming passes over memory: linear in the parameter count)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    size = max(1, min(trainable, sample))
+    copy = torch.nn.Parameter(torch.zeros(size))
+    copy.grad = torch.full_like(copy, 1e-3)
+    opt = torch.optim.AdamW([copy], lr=1e-4)
+    opt.step()  # the first step allocates the moment buffers
     start = time.perf_counter()
     opt.step()
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) * trainable / size
 
 
 def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
@@ -86,8 +89,9 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
     was_training = model.training
     model.train()
     try:
-        first = _timed_pass(model, batch, backward=True)     # warm-up; fills the prefix cache if any
-        later = min(_timed_pass(model, batch, backward=True) for _ in range(repeats))
+        loss_fn = prepared.loss_fn or _model_loss
+        first = _timed_pass(model, batch, backward=True, loss_fn=loss_fn)   # warm-up; fills the prefix cache
+        later = min(_timed_pass(model, batch, backward=True, loss_fn=loss_fn) for _ in range(repeats))
         cached = getattr(model, "misses", None) is not None
         if cached:
             # A true first-epoch step includes the frozen bottom: time it on fresh copies of the batch.
@@ -96,9 +100,10 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
         else:
             first = later
         model.eval()
+        # Evaluation costs the same per example at any batch size: time a small batch, scale up.
         eval_batch = _typical_batch(prepared.eval_dataset, prepared.collator,
-                                    min(max(32, train_spec.batch_size * 2), len(prepared.eval_dataset)))
-        eval_pass = _timed_pass(model, eval_batch, backward=False)
+                                    min(batch_size, len(prepared.eval_dataset)))
+        eval_pass = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn)
         opt = _optimizer_step_seconds(model)
     finally:
         model.zero_grad(set_to_none=True)
@@ -108,7 +113,7 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
     per_epoch = max(1, math.ceil(n_train / train_spec.batch_size))
     steps = max(1, math.ceil(per_epoch * train_spec.epochs))
     first_epoch_steps = min(per_epoch, steps)
-    eval_batches = math.ceil(len(prepared.eval_dataset) / max(1, len(eval_batch["input_ids"])))
+    eval_batches = len(prepared.eval_dataset) / max(1, len(eval_batch["input_ids"]))
     if train_spec.eval_strategy == "epoch":
         evaluations = max(1, math.ceil(train_spec.epochs))
     else:

@@ -143,6 +143,14 @@ class Run:
     def has_model(self) -> bool:
         return (self.model_dir / "COMPLETE").exists()
 
+    def model_meta(self) -> dict:
+        """The finished model's studio.json (task, labels, base model, ...); a clear error if
+        the run has no finished model yet."""
+        if not self.has_model():
+            raise JobError(f"run {self.id} has no finished model to compare.",
+                           hint="Wait for it to finish, or pick another run.")
+        return json.loads((self.model_dir / "studio.json").read_text(encoding="utf-8"))
+
     def last_checkpoint(self) -> Path | None:
         """The newest checkpoint that finished saving (transformers writes trainer_state.json last)."""
         if not self.checkpoints_dir.is_dir():

@@ -26,8 +26,25 @@ def quiet_library_progress_bars() -> None:
     datasets.disable_progress_bars()
 
 
+def _trainer_class(loss_fn):
+    """`transformers.Trainer`, or a subclass whose loss is `loss_fn(model, batch)` (a per-batch
+    mean, which the Trainer scales for gradient accumulation like the model's own loss)."""
+    from transformers import Trainer
+    if loss_fn is None:
+        return Trainer
+
+    class TaskLossTrainer(Trainer):
+        loss_is_scaled_for_ga = False
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = loss_fn(model, inputs)
+            return (loss, {"loss": loss}) if return_outputs else loss   # evaluation reads a dict
+
+    return TaskLossTrainer
+
+
 def build_trainer(config, run, prepared, progress, stop_event, *, extra_callbacks=()):
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     t = config.train
     per_epoch = steps_per_epoch(len(prepared.train_dataset), t.batch_size)
@@ -60,12 +77,14 @@ def build_trainer(config, run, prepared, progress, stop_event, *, extra_callback
         fp16=precision.dtype == "fp16",
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        # Without metrics to compute, evaluation needs only the loss: no logits are gathered.
+        prediction_loss_only=prepared.compute_metrics is None,
     )
     callback = ProgressCallback(progress, run, stop_event, samples_per_step=t.batch_size,
                                 metric=prepared.metric, greater_is_better=prepared.greater_is_better,
                                 patience=t.early_stopping_patience,
                                 tokens_per_sample=prepared.tokens_per_sample)
-    trainer = Trainer(model=prepared.model, args=args, train_dataset=prepared.train_dataset,
+    trainer = _trainer_class(prepared.loss_fn)(model=prepared.model, args=args, train_dataset=prepared.train_dataset,
                       eval_dataset=prepared.eval_dataset, data_collator=prepared.collator,
                       compute_metrics=prepared.compute_metrics,
                       callbacks=[callback, *extra_callbacks])
