@@ -73,7 +73,10 @@ def _optimizer_step_seconds(model, sample: int = 2_000_000) -> float:
     size = max(1, min(trainable, sample))
     copy = torch.nn.Parameter(torch.zeros(size))
     copy.grad = torch.full_like(copy, 1e-3)
-    opt = torch.optim.AdamW([copy], lr=1e-4)
+    try:   # the Trainer's default optimizer (adamw_torch_fused) is ~10x faster than the loop one
+        opt = torch.optim.AdamW([copy], lr=1e-4, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW([copy], lr=1e-4)
     opt.step()  # the first step allocates the moment buffers
     start = time.perf_counter()
     opt.step()

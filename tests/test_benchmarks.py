@@ -1,0 +1,127 @@
+"""The benchmark harness (benchmarks/): FLOP formula, case names, derived rates, regression deltas,
+and a smoke run of the whole harness on tiny random models so a broken harness fails CI."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:       # `benchmarks` is a folder of the repo, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import bench_train, report  # noqa: E402
+from benchmarks.cases import parse_case, select_cases  # noqa: E402
+from benchmarks.flops import flops_per_token  # noqa: E402
+
+
+@pytest.mark.parametrize("method,depth,head,expected", [
+    ("full", 0, 0, 6 * 30),
+    ("freeze", 2, 0, 2 * 20 + 6 * 10),      # frozen bottom: forward only
+    ("freeze", 3, 0, 2 * 30),               # everything frozen: a linear probe on top
+    ("lora", 0, 0, 4 * 30),                 # forward + input gradients, no weight gradients
+    ("full", 0, 5, 6 * 35),                 # a causal LM's lm_head counts like a block
+    ("lora", 0, 5, 4 * 35),
+])
+def test_flops_per_token(method, depth, head, expected):
+    assert flops_per_token([10, 10, 10], method, depth, head) == expected
+
+
+@pytest.mark.parametrize("tokens,quick,names", [
+    (None, True, ["classify-250-full", "classify-250-freeze4"]),
+    (["classify-1000"], False, ["classify-1000-full", "classify-1000-freeze4"]),
+    (["generate"], False, ["generate-lora", "generate-full"]),
+    (["classify-24-freeze1"], False, ["classify-24-freeze1"]),   # not a default: parsed as given
+])
+def test_case_selection(tokens, quick, names):
+    assert [c.name for c in select_cases(tokens, quick=quick)] == names
+
+
+@pytest.mark.parametrize("name,task,n,method,depth,epochs", [
+    ("classify-250-full", "classify", 250, "full", 0, 3),
+    ("classify-4000-freeze4", "classify", 4000, "freeze", 4, 3),
+    ("generate-lora", "generate", 64, "lora", 0, 1),
+])
+def test_parse_case(name, task, n, method, depth, epochs):
+    c = parse_case(name)
+    assert (c.task, c.n_train, c.method, c.freeze_depth, c.epochs) == (task, n, method, depth, epochs)
+
+
+def test_parse_case_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown case"):
+        parse_case("classify-ten-full")
+
+
+def _row(trainer, wall, acc, epochs=(4.0, 1.0, 1.0)):
+    return {"case": "classify-100-freeze4", "trainer": trainer, "ok": True, "wall_s": wall, "accuracy": acc,
+            "epoch_s": list(epochs), "n_train": 100, "tokens_per_epoch": 2000, "flops_per_token": 1e6,
+            "max_rss_mib": 500.0}
+
+
+def test_derive_rates_and_compare_flags_regressions():
+    case = parse_case("classify-100-freeze4").to_dict()
+    row = report.derive(_row("studio", 10.0, 0.9), case, peak_gflops=10.0)
+    assert row["compute_s"] == 6.0 and row["samples_per_s"] == 50.0      # 300 samples / 6 s
+    assert row["gflops"] == pytest.approx(1.0, rel=1e-3)                 # 1e6 * 6000 tokens / 6 s
+    assert row["peak_share"] == pytest.approx(0.1, rel=1e-3)
+    assert row["epoch_pct_of_first"] == [25.0, 25.0]
+    old = {"peak": {"gflops": 10.0}, "runs": [row]}
+    same = {"peak": {"gflops": 10.0}, "runs": [row]}
+    assert report.compare(same, old)[1] == 0
+    worse = {"peak": {"gflops": 10.0}, "runs": [report.derive(_row("studio", 12.0, 0.85), case, 10.0)]}
+    text, regressions = report.compare(worse, old)
+    assert regressions == 1 and "slower" in text and "less accurate" in text
+
+
+def _write_data(folder: Path) -> Path:
+    """TREC-shaped classification CSVs and alpaca-shaped records, tiny, in the layout of ../shared/data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = ["good", "bad", "meh"]
+    rows = ["text,label"] + [f"{labels[i % 3]} thing number {i},{labels[i % 3]}" for i in range(60)]
+    (folder / "trec_train.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (folder / "trec_test.csv").write_text("\n".join(rows[:13]) + "\n", encoding="utf-8")
+    records = [{"instruction": f"Say {w}.", "input": "", "output": f"{w}!"} for w in
+               ["hi", "yes", "no", "ok", "bye", "go"] * 7]
+    (folder / "alpaca_en_demo.json").write_text(json.dumps(records), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_chatml(model_root):
+    from tiny_llama import CHATML, make_tiny_llama
+    return make_tiny_llama(model_root / "bench-llama", chat_template=CHATML)
+
+
+def test_harness_runs_end_to_end_on_tiny_models(tmp_path, tiny_bert, tiny_llama_chatml, capsys):
+    data = _write_data(tmp_path / "data")
+    out = tmp_path / "results"
+    rc = bench_train.main(["--cases", "classify-24-freeze1,generate-lora", "--epochs", "2", "--inprocess",
+                           "--data-dir", str(data), "--classify-model", str(tiny_bert),
+                           "--generate-model", str(tiny_llama_chatml), "--out", str(out), "--peak-size", "128"])
+    assert rc == 0
+    saved = list(out.glob("*.json"))
+    assert len(saved) == 1
+    results = json.loads(saved[0].read_text())
+    runs = {(r["case"], r["trainer"]): r for r in results["runs"]}
+    assert set(runs) == {("classify-24-freeze1", t) for t in ("hf-tutorial", "hf-tuned", "studio")} | \
+        {("generate-lora", t) for t in ("hf-plain", "studio")}
+    for key, r in runs.items():
+        assert r["ok"], (key, r.get("error"), r.get("traceback"))
+        assert len(r["epoch_s"]) == 2 and r["samples_per_s"] > 0 and r["gflops"] > 0, key
+    assert runs[("classify-24-freeze1", "studio")]["accuracy"] is not None
+    assert runs[("generate-lora", "studio")]["eval_loss"] > 0
+    printed = capsys.readouterr().out
+    assert "| classify-24-freeze1 | studio |" in printed and "| generate-lora | hf-plain |" in printed
+
+
+def test_worker_subprocess_isolates_one_trainer(tmp_path, tiny_bert):
+    """The default path: one trainer in a fresh `python -m benchmarks.worker` with its own memory."""
+    from benchmarks.cases import write_case_data
+    case = parse_case("classify-24-full", epochs=1)
+    files = write_case_data(case, _write_data(tmp_path / "data"), tmp_path / "case")
+    spec = {"case": case.to_dict(), "trainer": "hf-tuned", "model": str(tiny_bert), "model_folder": str(tiny_bert),
+            "train_path": files["train_path"], "test_path": files["test_path"], "work_dir": str(tmp_path), "seed": 42}
+    row = bench_train.run_trainer(spec, tmp_path, inprocess=False, timeout=300)
+    assert row["ok"], row.get("error")
+    assert row["max_rss_mib"] > 50 and row["torch_threads"] >= 1 and len(row["epoch_s"]) == 1
