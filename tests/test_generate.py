@@ -87,7 +87,7 @@ def test_answer_only_loss_matches_the_models_own_loss_and_gradients(tiny_llama, 
         model.zero_grad()
         loss = loss_of()
         loss.backward()
-        grads.append((float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+        grads.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
     (ref_loss, ref_grads), (loss, got_grads) = grads
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     assert ref_grads.keys() == got_grads.keys() and ref_grads
