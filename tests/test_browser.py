@@ -221,7 +221,7 @@ def wait_answers(page, sides=("#compare-gen-base", "#compare-gen-tuned"), timeou
 
 def test_generation_from_smollm2_to_side_by_side_answers(browser, url):
     """Text generation: SmolLM2 (converted from its bundled GGUF), the identity sample, the fast
-    preset cut to two short epochs, then base and tuned answers to "What is your name?"."""
+    preset as it is, then base and tuned answers to "What is your name?": only the tuned one is Pip."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = new_page(browser, url)
     page.locator("#model-task label", has_text="Generate text").click()
@@ -233,7 +233,6 @@ def test_generation_from_smollm2_to_side_by_side_answers(browser, url):
 
     open_tab(page, "② Data")
     page.wait_for_function("() => document.querySelector('#data-sample input')?.value.includes('Identity')")
-    fill(page, "#data-max-rows input", "24")          # 19 to learn from, 5 held out: a short run
     page.click("#data-use-sample")
     wait_text(page, "#data-stats", "conversations to learn from", timeout=120)
     assert "chat" in page.inner_text("#data-stats")
@@ -246,11 +245,10 @@ def test_generation_from_smollm2_to_side_by_side_answers(browser, url):
     wait_text(page, "#train-trainable", "adapters learn")
     assert page.locator("#train-preset input[value='Teach it fast']").is_checked()
     assert page.input_value("#trainspec-learning-rate input") == "0.001"
-    fill(page, "#trainspec-epochs input", "2")
     fill(page, "#train-run-name textarea, #train-run-name input", "generate-test")
     page.click("#train-start")
     wait_text(page, "#monitor-status", "generate-test")
-    wait_text(page, "#monitor-status", "Finished", timeout=360)     # about a minute on an idle machine
+    wait_text(page, "#monitor-status", "Finished", timeout=600)     # about two minutes on an idle machine
     assert "Validation loss" in page.inner_text("#monitor-status")
 
     open_tab(page, "⑤ Compare")
@@ -260,6 +258,7 @@ def test_generation_from_smollm2_to_side_by_side_answers(browser, url):
     page.click("#compare-gen-go")
     base, tuned = wait_answers(page)
     assert base.strip() and tuned.strip() and base != tuned, (base, tuned)
+    assert "Pip" in tuned and "Pip" not in base, (base, tuned)      # what the identity sample teaches
     fill(page, "#compare-chat-input textarea", "Who made you?")      # the two-column chat: both reply
     replied = ("() => ['#compare-chat-base', '#compare-chat-tuned'].every(s => {"
                " const t = document.querySelector(s)?.innerText || ''; const i = t.indexOf('Who made you?');"
