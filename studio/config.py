@@ -117,7 +117,9 @@ class TrainSpec(_Validated):
                           min=1, max=256, advanced=True)
     lora_alpha: int = setting(16, "LoRA scale: the adapter's output is multiplied by alpha / r.",
                               min=1, max=512, advanced=True)
-    lora_dropout: float = setting(0.05, "Dropout inside the adapters, against overfitting.",
+    lora_dropout: float = setting(0.0, "Dropout inside the adapters, against overfitting. 0 is "
+                                  "fastest (on a CPU a step is ~15% quicker without it); try 0.05-0.1 "
+                                  "when the validation loss turns up early.",
                                   min=0.0, max=0.5, advanced=True)
     lora_targets: list[str] | str = setting(
         "auto", "Which layers get adapters: 'auto' (attention and MLP projections), 'all-linear', "

@@ -47,7 +47,7 @@ PLAIN_STOP = "### User:"   # where a base model rambling on under the plain temp
 # on a 2-core CPU: LoRA (under 2% of the weights learn), a learning rate 5x the classification
 # default (adapters start at zero and have few steps to move), 3 passes over the data.
 RECOMMENDED = {"method": "lora", "learning_rate": 1e-3, "epochs": 3, "batch_size": 8, "max_length": 128,
-               "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
+               "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
 
 
 # -- loading ---------------------------------------------------------------------------------------
