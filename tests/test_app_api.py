@@ -125,6 +125,30 @@ def test_double_start_makes_one_job_and_a_second_config_queues(client, tiny_csv,
     assert wait_for(client, "carol", first["job_id"], ("stopped", "completed"))["state"] == "stopped"
 
 
+def test_the_app_answers_other_requests_while_a_job_trains(client, tiny_csv, tiny_bert):
+    """Training runs in its own thread and torch releases the GIL in its kernels, so previewing
+    data, listing runs and polling stay quick while a job trains (a functional check with a
+    generous bound, not a speed target)."""
+    client.predict(str(tiny_csv), owner="dave", api_name="/load_data")
+    job = client.predict(tiny_yaml(tiny_bert, epochs=100), "dave", api_name="/start")
+    try:
+        wait_for(client, "dave", job["job_id"], ("running",))
+        slowest = 0.0
+        for _ in range(3):
+            for call in (lambda: client.predict(str(tiny_csv), owner="dave", api_name="/load_data"),
+                         lambda: client.predict("dave", api_name="/runs"),
+                         lambda: client.predict(job["job_id"], "dave", api_name="/status")):
+                started = time.time()
+                call()
+                slowest = max(slowest, time.time() - started)
+        status = client.predict(job["job_id"], "dave", api_name="/status")
+        assert status["state"] == "running" and status["step"] > 0, "the job kept training meanwhile"
+        assert slowest < 10, f"a request took {slowest:.1f} s while training"
+    finally:
+        client.predict(job["job_id"], "dave", api_name="/stop")
+        wait_for(client, "dave", job["job_id"], ("stopped", "completed"))
+
+
 def test_status_with_no_job_says_so(client):
     assert client.predict(owner="nobody-yet", api_name="/status")["state"] == "none"
     with pytest.raises(Exception, match="nothing to stop|no training to stop"):

@@ -94,6 +94,8 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
     try:
         loss_fn = prepared.loss_fn or _model_loss
         first = _timed_pass(model, batch, backward=True, loss_fn=loss_fn)   # warm-up; fills the prefix cache
+        if first > 1.0:   # a big model: steps are long enough that one more is a steady measurement
+            repeats = 1
         later = min(_timed_pass(model, batch, backward=True, loss_fn=loss_fn) for _ in range(repeats))
         cached = getattr(model, "misses", None) is not None
         if cached:
