@@ -89,7 +89,7 @@ class TrainSpec(_Validated):
         "Low blocks hold general language skills; top blocks adapt to your task.",
         min=0, max=64, step=1)
     learning_rate: float = setting(
-        2e-4, "How big each update step is. Too high and the loss jumps around or the model "
+        3e-4, "How big each update step is. Too high and the loss jumps around or the model "
         "forgets what it knew; too low and nothing moves.", min=1e-7, max=1e-1)
     epochs: float = setting(3, "How many times the model sees every training example.",
                             min=0.1, max=100, step=1)

@@ -34,7 +34,7 @@ PRESETS = {
                                           "learning_rate": 5e-4}),
     "Balanced": ("The studio's default: the top two blocks adapt to your task, the rest keeps its "
                  "general language skills.", {"method": "freeze", "freeze_from_top": 2, "epochs": 3,
-                                             "learning_rate": 2e-4}),
+                                             "learning_rate": 3e-4}),
     "Best quality": ("Every weight learns with a small learning rate: slowest, usually the best "
                      "score when you have a few thousand rows.", {"method": "full", "epochs": 4,
                                                                   "learning_rate": 5e-5}),
