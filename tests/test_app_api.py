@@ -221,3 +221,24 @@ def test_monitor_redraws_only_when_the_snapshot_changes(tmp_path, tiny_bert):
         assert all(value == gr.skip() for value in again), "same version: nothing is sent"
     finally:
         ctx.manager.shutdown(timeout=30)
+
+
+def test_ui_modules_keep_no_per_user_state_at_module_level():
+    """Per-owner state lives in the AppContext a build_app() call creates; UI modules may hold
+    constants (UPPER_CASE) but no mutable containers or sessions of their own."""
+    import importlib
+    import pkgutil
+
+    import studio.ui
+    from studio.ui.session import AppContext, Session
+    found = []
+    for info in pkgutil.iter_modules(studio.ui.__path__, "studio.ui."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if name.startswith("__") or name.isupper():
+                continue
+            if isinstance(value, (dict, list, set, AppContext, Session)):
+                found.append(f"{info.name}.{name}")
+    assert not found, f"module-level state in UI modules: {found}"
+    first, second = AppContext(), AppContext()
+    assert first.session(first.new_owner()) is not second.session(second.new_owner())
