@@ -75,17 +75,15 @@ def load_data(ctx: AppContext, owner: str, source: str, **settings) -> Session:
 
 def token_counter(ctx: AppContext, model: str):
     """A function texts -> token counts using the model's tokenizer, or None (word counts)."""
+    def load():
+        from transformers.utils import logging as hf_logging
+        from studio import catalog
+        from studio.tasks.classify import load_tokenizer
+        hf_logging.set_verbosity_error()   # "sequence longer than max" is what we measure
+        return load_tokenizer(catalog.resolve(model).load_target)
+
     try:
-        tokenizer = ctx.tokenizers.get(model)
-        if tokenizer is None:
-            from transformers.utils import logging as hf_logging
-            from studio import catalog
-            from studio.tasks.classify import load_tokenizer
-            hf_logging.set_verbosity_error()   # "sequence longer than max" is what we measure
-            tokenizer = load_tokenizer(catalog.resolve(model).load_target)
-            ctx.tokenizers[model] = tokenizer
-            while len(ctx.tokenizers) > 4:
-                ctx.tokenizers.popitem(last=False)
+        tokenizer = ctx.tokenizer(model, load)
     except Exception:
         return None
     return lambda texts: [len(ids) for ids in tokenizer(list(texts), truncation=False)["input_ids"]]

@@ -23,17 +23,12 @@ FORMAT_NAMES = {"prompt_response": "prompt / response columns", "alpaca": "alpac
 
 def tokenizer_for(ctx: AppContext, model: str):
     """The model's generation tokenizer (chat template and pad token set), shared per model."""
-    key = f"generate:{model}"
-    tokenizer = ctx.tokenizers.get(key)
-    if tokenizer is None:
+    def load():
         from studio import catalog
         from studio.tasks.generate import load_tokenizer
-        tokenizer = load_tokenizer(catalog.resolve(model).load_target)
-        with ctx._lock:
-            ctx.tokenizers[key] = tokenizer
-            while len(ctx.tokenizers) > 4:
-                ctx.tokenizers.popitem(last=False)
-    return tokenizer
+        return load_tokenizer(catalog.resolve(model).load_target)
+
+    return ctx.tokenizer(f"generate:{model}", load)
 
 
 def prepare(ctx: AppContext, owner: str, *, format: str = "auto", prompt_column: str | None = None,

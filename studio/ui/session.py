@@ -97,6 +97,18 @@ class AppContext:
         if max_concurrent:
             self.max_concurrent = max_concurrent
 
+    def tokenizer(self, key: str, load, keep: int = 4):
+        """The tokenizer cached under `key`, built by `load()` the first time; the `keep` most
+        recently added are kept (tokenizers are read-only, so every owner shares them)."""
+        tokenizer = self.tokenizers.get(key)
+        if tokenizer is None:
+            tokenizer = load()
+            with self._lock:
+                self.tokenizers[key] = tokenizer
+                while len(self.tokenizers) > keep:
+                    self.tokenizers.popitem(last=False)
+        return tokenizer
+
     # -- places -----------------------------------------------------------------------------------
     @property
     def workspace(self) -> Path:

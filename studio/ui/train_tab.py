@@ -110,21 +110,21 @@ def diagram_values(ctx: AppContext, owner: str, values: dict) -> list:
 
 def data_note(ctx: AppContext, owner: str | None) -> str:
     sess = ctx.peek(owner)
+    model = f"**Model:** {sess.model}" + (" · text generation" if sess.task == "generate" else "")
+    return f"**Data:** {_data_line(sess)}  \n{model}"
+
+
+def _data_line(sess) -> str:
     if sess.task == "generate":
         if sess.gen is None:
-            return (f"**Data:** the bundled identity sample (pick other data on the **Data** tab).  \n"
-                    f"**Model:** {sess.model} · text generation")
+            return "the bundled identity sample (pick other data on the **Data** tab)."
         gen = sess.gen
-        return (f"**Data:** {Path(sess.data_spec.path).name} · {gen['format']} format · {gen['rows_train']:,} "
-                f"training and {gen['rows_validation']:,} validation conversations.  \n"
-                f"**Model:** {sess.model} · text generation")
+        return (f"{Path(sess.data_spec.path).name} · {gen['format']} format · {gen['rows_train']:,} "
+                f"training and {gen['rows_validation']:,} validation conversations.")
     if sess.data is None:
-        return (f"**Data:** the bundled reviews sample (pick other data on the **Data** tab).  \n"
-                f"**Model:** {sess.model}")
-    spec = sess.data_spec
-    return (f"**Data:** {Path(spec.path).name} · {len(sess.data.train):,} training and "
-            f"{len(sess.data.validation):,} validation rows · {len(sess.data.labels.names)} labels. "
-            f"  \n**Model:** {sess.model}")
+        return "the bundled reviews sample (pick other data on the **Data** tab)."
+    return (f"{Path(sess.data_spec.path).name} · {len(sess.data.train):,} training and "
+            f"{len(sess.data.validation):,} validation rows · {len(sess.data.labels.names)} labels.")
 
 
 def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> TrainTab:
