@@ -224,7 +224,6 @@ def prepare(config, report=lambda message: None) -> Prepared:
     tokenizer = load_tokenizer(resolved.load_target)
     model = load_causal_lm(resolved.load_target)
     model = apply_method(model, config.train, "generate")
-    model.config.use_cache = False   # training reads each text once: keeping keys/values is waste
     report("Tokenizing")
     max_length = config.train.max_length
     train_enc = encode_all(tokenizer, data.train, max_length)
