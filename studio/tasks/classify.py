@@ -85,7 +85,8 @@ def prepare(config, report=lambda message: None) -> Prepared:
     """Load data, tokenizer and model for a classification run, with the method applied."""
     from transformers import DataCollatorWithPadding
     from studio.data import load_classification
-    from studio.freezing import apply_method
+    from studio.freezing import apply_method, find_blocks
+    from studio.tasks.first_token import compute_first_token_only
 
     from transformers import set_seed
     set_seed(config.train.seed)  # before the new head is initialised, so a run repeats exactly
@@ -97,8 +98,10 @@ def prepare(config, report=lambda message: None) -> Prepared:
         catalog.preflight_memory(catalog.read_config(resolved))
     tokenizer = load_tokenizer(resolved.load_target)
     model = load_classifier(resolved.load_target, data.labels)
-    model = apply_method(model, config.train, "classify")
     cached = uses_prefix_cache(config.train)
+    if not (cached and config.train.freeze_depth >= len(find_blocks(model)[1])):
+        compute_first_token_only(model)  # unless the last block is inside the cached prefix
+    model = apply_method(model, config.train, "classify")
     if cached:
         from studio.training.prefix_cache import CachedPrefixModel
         model = CachedPrefixModel(model, config.train.freeze_depth)

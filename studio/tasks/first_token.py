@@ -1,0 +1,87 @@
+"""The last block computes only what the classifier reads: the first token.
+
+A BERT-family sequence classifier reads one position of the last block's output: the first
+([CLS]) token, through the pooler or the classification head. The block's other outputs are
+computed, then thrown away. So in the last block we compute the query, the attention output and
+the feed-forward for the first token alone; keys and values still come from every token, because
+the first token attends to all of them. The loss and every gradient are the same as before (a test
+checks that), and the last block costs about a sixth of what it did: two of its twelve hidden² matmul
+units (keys and values) still run on every token.
+
+Under dropout the outputs are statistically the same, not bit-for-bit: the dropout masks drawn for
+the discarded positions are no longer drawn. The installed forward is an instance attribute, so it
+is never saved with the model, and a saved model is the ordinary transformers one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from studio.freezing import find_blocks
+
+log = logging.getLogger(__name__)
+
+# Classifiers whose head reads only position 0 of the last hidden state.
+FIRST_TOKEN_CLASSIFIERS = {
+    "BertForSequenceClassification", "RobertaForSequenceClassification",
+    "XLMRobertaForSequenceClassification", "CamembertForSequenceClassification",
+    "ElectraForSequenceClassification",
+}
+
+
+def _bert_style_block(block: nn.Module) -> bool:
+    attention = getattr(block, "attention", None)
+    self_attention = getattr(attention, "self", None)
+    return (all(hasattr(self_attention, name) for name in ("query", "key", "value", "scaling", "dropout"))
+            and hasattr(attention, "output") and hasattr(block, "feed_forward_chunk")
+            and not getattr(block, "is_decoder", False))
+
+
+def supports_first_token_top(model: nn.Module) -> bool:
+    if type(model).__name__ not in FIRST_TOKEN_CLASSIFIERS:
+        return False
+    _, blocks = find_blocks(model)
+    return _bert_style_block(blocks[-1])
+
+
+def compute_first_token_only(model: nn.Module) -> bool:
+    """Make the model's last block compute only position 0. Returns whether it was installed.
+
+    Call before adapters are added: the new forward looks its linear layers up at every call, so
+    LoRA-wrapped projections are used when present.
+    """
+    if not supports_first_token_top(model):
+        return False
+    _, blocks = find_blocks(model)
+    block = blocks[-1]
+    block.forward = _first_token_forward(block)
+    return True
+
+
+def _first_token_forward(block: nn.Module):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    def forward(hidden_states, attention_mask=None, *args, **kwargs):
+        self_attention = block.attention.self
+        batch, length, _ = hidden_states.shape
+        head = (-1, self_attention.attention_head_size) if hasattr(self_attention, "attention_head_size") \
+            else (self_attention.num_attention_heads, -1)
+        first = hidden_states[:, :1]
+        query = self_attention.query(first).view(batch, 1, *head).transpose(1, 2)
+        key = self_attention.key(hidden_states).view(batch, length, *head).transpose(1, 2)
+        value = self_attention.value(hidden_states).view(batch, length, *head).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] > 1:
+            attention_mask = attention_mask[:, :, :1, :]   # the first query's row of the mask
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self_attention.config._attn_implementation,
+                                                       eager_attention_forward)
+        context, _ = attend(self_attention, query, key, value, attention_mask,
+                            dropout=self_attention.dropout.p if self_attention.training else 0.0,
+                            scaling=self_attention.scaling)
+        context = context.reshape(batch, 1, -1).contiguous()
+        attended = block.attention.output(context, first)     # projection, dropout, residual, norm
+        return block.feed_forward_chunk(attended)             # feed-forward, dropout, residual, norm
+
+    return forward
