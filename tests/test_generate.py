@@ -100,8 +100,17 @@ class _Keep(TrainerCallback):
     def __init__(self):
         self.params = {}
 
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.batching = (type(_sampler_of(train_dataloader)).__name__, args.per_device_eval_batch_size)
+
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.params.update({n: (p.requires_grad, p.detach().clone()) for n, p in model.named_parameters()})
+
+
+def _sampler_of(dataloader):
+    """The index sampler under accelerate's wrappers (a plain sampler or one inside a batch sampler)."""
+    batch_sampler = getattr(dataloader, "batch_sampler", None)
+    return getattr(batch_sampler, "sampler", None) or getattr(dataloader, "sampler", None)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +122,7 @@ def lora_run(tiny_llama, tmp_path_factory):
     job = manager.submit(generation_config(data, tiny_llama[0], epochs=6, max_length=160),
                          extra_callbacks=[_Keep()])
     job.final_params = job.extra_callbacks[0].params   # the job frees its model when done
+    job.batching = lambda: job.extra_callbacks[0].batching
     snap = job.wait(120)
     assert snap.state == "completed", snap.error
     yield job
@@ -138,6 +148,10 @@ def test_lora_trains_only_adapter_weights_and_saves_the_adapter_alone(lora_run, 
     assert meta["adapter"] and meta["base_model"] == str(tiny_llama[0]) and meta["plain_template"]
     evals = [r for r in lora_run.run.metrics_log() if "eval_loss" in r]
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+
+
+def test_training_batches_come_from_length_buckets_and_evaluation_batches_are_small(lora_run):
+    assert lora_run.batching() == ("LengthBucketSampler", 4)
 
 
 def test_base_and_tuned_answers_differ_after_training(lora_run):

@@ -21,6 +21,8 @@ class Prepared:
     tokens_per_sample: float | None = None
     extras: dict = field(default_factory=dict)
     loss_fn: Callable | None = None   # loss_fn(model, batch) -> loss, when the model's own is wasteful
+    length_buckets: bool = False      # train on length-bucketed batches (studio/training/sampling.py)
+    eval_batch_size: int | None = None  # None: the trainer's default (twice the batch, at least 32)
 
 
 def task_module(task: str):

@@ -1,10 +1,13 @@
 """How long will training take? Measured on this machine, before the first real step.
 
 We time a handful of forward+backward passes on a batch of typical length (the RNG state is saved
-and restored, and gradients are cleared, so training is unaffected), then scale:
+and restored, and gradients are cleared, so training is unaffected), then scale. A pass costs in
+proportion to the positions it computes, padding included, so each timing becomes a cost per
+padded position and is multiplied by the positions the real batches will have (the trainer's own
+batching rule, run on the real lengths):
 
-    total = steps_first_epoch * t(step, first pass) + later_steps * t(step, later pass)
-            + evaluations * t(one pass over the validation set)
+    total = first epoch's positions * c(first pass) + later epochs' positions * c(later pass)
+            + steps * t(optimizer step) + evaluations * validation positions * c(forward)
 
 "first pass" and "later pass" differ only with frozen-prefix caching, where the first epoch
 also runs the frozen bottom and later epochs do not.
@@ -44,11 +47,35 @@ def format_duration(seconds: float) -> str:
 
 
 def _typical_batch(dataset, collator, size: int):
-    """`size` examples whose lengths are closest to the mean length (what group_by_length batches look like)."""
+    """`size` examples whose lengths are closest to the mean length (what length-grouped batches look like)."""
     lengths = [len(ids) for ids in dataset["input_ids"]]
     mean = sum(lengths) / max(1, len(lengths))
     order = sorted(range(len(lengths)), key=lambda i: abs(lengths[i] - mean))[:size]
     return collator([dataset[i] for i in order])
+
+
+def _positions(batch) -> int:
+    return int(batch["input_ids"].numel())
+
+
+def train_positions_per_epoch(lengths: list[int], batch_size: int, *, length_buckets: bool, seed: int = 0) -> int:
+    """Padded positions in one epoch's batches, batched the way the trainer will batch them."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    if length_buckets:
+        from studio.training.sampling import bucketed_batches
+        batches = bucketed_batches(lengths, batch_size, generator)
+    else:   # transformers' group_by_length
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+        order = get_length_grouped_indices(lengths, batch_size, generator=generator)
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+
+
+def eval_positions(lengths: list[int], batch_size: int) -> int:
+    """Padded positions of one evaluation: batches in dataset order."""
+    return sum(max(lengths[i:i + batch_size]) * len(lengths[i:i + batch_size])
+               for i in range(0, len(lengths), batch_size))
 
 
 def _model_loss(model, batch):
@@ -118,17 +145,27 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
     per_epoch = max(1, math.ceil(n_train / train_spec.batch_size))
     steps = max(1, math.ceil(per_epoch * train_spec.epochs))
     first_epoch_steps = min(per_epoch, steps)
-    eval_batches = len(prepared.eval_dataset) / max(1, len(eval_batch["input_ids"]))
+    # Per padded position: the first epoch's pass, a later epoch's pass, an evaluation pass.
+    c_first, c_later = first / _positions(batch), later / _positions(batch)
+    c_eval = eval_pass / _positions(eval_batch)
+    train_lengths = [len(ids) for ids in prepared.train_dataset["input_ids"]]
+    epoch_positions = train_positions_per_epoch(train_lengths, train_spec.batch_size,
+                                                length_buckets=prepared.length_buckets, seed=train_spec.seed)
+    first_positions = epoch_positions * first_epoch_steps / per_epoch
+    later_positions = epoch_positions * (steps - first_epoch_steps) / per_epoch
+    eval_lengths = [len(ids) for ids in prepared.eval_dataset["input_ids"]]
+    eval_batch_size = prepared.eval_batch_size or max(32, train_spec.batch_size * 2)
     if train_spec.eval_strategy == "epoch":
         evaluations = max(1, math.ceil(train_spec.epochs))
     else:
         evaluations = max(1, steps // train_spec.eval_steps)
-    # With caching, the first evaluation also runs the frozen bottom on the validation set.
-    eval_seconds = eval_batches * eval_pass
-    first_eval_extra = (first - later) / batch_size * len(prepared.eval_dataset)  # bottom on val set, once
-    total = (first_epoch_steps * (first + opt) + (steps - first_epoch_steps) * (later + opt)
+    eval_seconds = eval_positions(eval_lengths, eval_batch_size) * c_eval
+    # With caching, the first evaluation also runs the frozen bottom on the validation set, once.
+    first_eval_extra = (c_first - c_later) * sum(eval_lengths)
+    total = (first_positions * c_first + later_positions * c_later + steps * opt
              + evaluations * eval_seconds + first_eval_extra)
-    return Estimate(total, first + opt, later + opt, eval_seconds, steps, evaluations)
+    mean_step = epoch_positions / per_epoch
+    return Estimate(total, mean_step * c_first + opt, mean_step * c_later + opt, eval_seconds, steps, evaluations)
 
 
 def _bottom_seconds(model, batch) -> float:

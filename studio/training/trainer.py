@@ -26,21 +26,32 @@ def quiet_library_progress_bars() -> None:
     datasets.disable_progress_bars()
 
 
-def _trainer_class(loss_fn):
-    """`transformers.Trainer`, or a subclass whose loss is `loss_fn(model, batch)` (a per-batch
-    mean, which the Trainer scales for gradient accumulation like the model's own loss)."""
+def _trainer_class(loss_fn, length_buckets: bool = False):
+    """`transformers.Trainer`, subclassed where the task asks for it:
+    - `loss_fn(model, batch)`: the task's own loss (a per-batch mean, which the Trainer scales for
+      gradient accumulation like the model's own loss);
+    - `length_buckets`: training batches drawn from length buckets (see sampling.py)."""
     from transformers import Trainer
-    if loss_fn is None:
-        return Trainer
+    base = Trainer
+    if loss_fn is not None:
+        class TaskLossTrainer(base):
+            loss_is_scaled_for_ga = False
 
-    class TaskLossTrainer(Trainer):
-        loss_is_scaled_for_ga = False
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                loss = loss_fn(model, inputs)
+                return (loss, {"loss": loss}) if return_outputs else loss   # evaluation reads a dict
+        base = TaskLossTrainer
+    if length_buckets:
+        from studio.training.sampling import LengthBucketSampler
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = loss_fn(model, inputs)
-            return (loss, {"loss": loss}) if return_outputs else loss   # evaluation reads a dict
-
-    return TaskLossTrainer
+        class BucketedTrainer(base):
+            def _get_train_sampler(self, train_dataset=None):
+                dataset = self.train_dataset if train_dataset is None else train_dataset
+                return LengthBucketSampler([len(ids) for ids in dataset["input_ids"]],
+                                           self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                           seed=self.args.seed)
+        base = BucketedTrainer
+    return base
 
 
 def build_trainer(config, run, prepared, progress, stop_event, *, extra_callbacks=()):
@@ -53,7 +64,7 @@ def build_trainer(config, run, prepared, progress, stop_event, *, extra_callback
     args = TrainingArguments(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=max(32, t.batch_size * 2),
+        per_device_eval_batch_size=prepared.eval_batch_size or max(32, t.batch_size * 2),
         num_train_epochs=t.epochs,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.scheduler,
@@ -84,7 +95,7 @@ def build_trainer(config, run, prepared, progress, stop_event, *, extra_callback
                                 metric=prepared.metric, greater_is_better=prepared.greater_is_better,
                                 patience=t.early_stopping_patience,
                                 tokens_per_sample=prepared.tokens_per_sample)
-    trainer = _trainer_class(prepared.loss_fn)(model=prepared.model, args=args, train_dataset=prepared.train_dataset,
+    trainer = _trainer_class(prepared.loss_fn, prepared.length_buckets)(model=prepared.model, args=args, train_dataset=prepared.train_dataset,
                       eval_dataset=prepared.eval_dataset, data_collator=prepared.collator,
                       compute_metrics=prepared.compute_metrics,
                       callbacks=[callback, *extra_callbacks])
