@@ -57,3 +57,20 @@ def test_positions_the_estimate_scales_by():
     lengths = [5] * 8 + [50] * 8
     assert train_positions_per_epoch(lengths, 4, length_buckets=True) == 4 * (5 * 2 + 50 * 2)
     assert train_positions_per_epoch(lengths, 4, length_buckets=False) >= 4 * (5 * 2 + 50 * 2)
+
+
+def test_estimate_counts_steps_evaluations_and_the_cached_bottom_once(tmp_path, tiny_bert):
+    from conftest import tiny_config, write_tiny_csv
+    from studio.tasks import classify
+    from studio.training.estimate import estimate_training
+    config = tiny_config(write_tiny_csv(tmp_path / "d.csv", n=40), tiny_bert, method="freeze", freeze_depth=1,
+                         epochs=3, batch_size=8)
+    prepared = classify.prepare(config)
+    rng = torch.get_rng_state()
+    estimate = estimate_training(prepared, config.train)
+    assert torch.equal(torch.get_rng_state(), rng), "estimating must not change what training draws"
+    assert all(p.grad is None for p in prepared.model.parameters())
+    assert (estimate.steps, estimate.evaluations) == (3 * 4, 3)   # 30 training rows, batch 8, 3 epochs
+    assert estimate.first_step_seconds > estimate.later_step_seconds > 0   # epoch 1 also runs the bottom
+    assert estimate.total_seconds > estimate.steps * estimate.later_step_seconds
+    assert "12 steps, 3 evaluations" in estimate.describe()

@@ -9,8 +9,8 @@ batching rule, run on the real lengths):
     total = first epoch's positions * c(first pass) + later epochs' positions * c(later pass)
             + steps * t(optimizer step) + evaluations * validation positions * c(forward)
 
-"first pass" and "later pass" differ only with frozen-prefix caching, where the first epoch
-also runs the frozen bottom and later epochs do not.
+With frozen-prefix caching, the first epoch and the first evaluation also run the frozen bottom;
+later ones read it from the cache, so they are timed separately.
 """
 
 from __future__ import annotations
@@ -136,6 +136,9 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
         eval_batch = _typical_batch(prepared.eval_dataset, prepared.collator,
                                     min(batch_size, len(prepared.eval_dataset)))
         eval_pass = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn)
+        # With caching only the first evaluation runs the frozen bottom (the pass above filled
+        # the cache for this batch): later evaluations cost what a second pass costs.
+        eval_later = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn) if cached else eval_pass
         opt = _optimizer_step_seconds(model)
     finally:
         model.zero_grad(set_to_none=True)
@@ -147,7 +150,7 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
     first_epoch_steps = min(per_epoch, steps)
     # Per padded position: the first epoch's pass, a later epoch's pass, an evaluation pass.
     c_first, c_later = first / _positions(batch), later / _positions(batch)
-    c_eval = eval_pass / _positions(eval_batch)
+    c_eval_first, c_eval_later = eval_pass / _positions(eval_batch), eval_later / _positions(eval_batch)
     train_lengths = [len(ids) for ids in prepared.train_dataset["input_ids"]]
     epoch_positions = train_positions_per_epoch(train_lengths, train_spec.batch_size,
                                                 length_buckets=prepared.length_buckets, seed=train_spec.seed)
@@ -159,11 +162,10 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
         evaluations = max(1, math.ceil(train_spec.epochs))
     else:
         evaluations = max(1, steps // train_spec.eval_steps)
-    eval_seconds = eval_positions(eval_lengths, eval_batch_size) * c_eval
-    # With caching, the first evaluation also runs the frozen bottom on the validation set, once.
-    first_eval_extra = (c_first - c_later) * sum(eval_lengths)
+    positions = eval_positions(eval_lengths, eval_batch_size)
+    eval_seconds = positions * c_eval_later
     total = (first_positions * c_first + later_positions * c_later + steps * opt
-             + evaluations * eval_seconds + first_eval_extra)
+             + positions * c_eval_first + (evaluations - 1) * eval_seconds)
     mean_step = epoch_positions / per_epoch
     return Estimate(total, mean_step * c_first + opt, mean_step * c_later + opt, eval_seconds, steps, evaluations)
 
