@@ -1,8 +1,9 @@
 """Build a `transformers.Trainer` from a RunConfig and a task's prepared pieces.
 
 This is where the studio's defaults for speed live: dynamic padding with length-grouped batches
-(little compute is spent on padding), evaluation batched and only as often as asked, fp32 on CPUs
-without fast bf16, and no logging integrations.
+(transformers' grouping, or the studio's length buckets when the task asks: little compute is
+spent on padding), evaluation batched and only as often as asked, fp32 on CPUs without fast bf16,
+and no logging integrations.
 """
 
 from __future__ import annotations
