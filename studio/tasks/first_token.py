@@ -15,13 +15,9 @@ is never saved with the model, and a saved model is the ordinary transformers on
 
 from __future__ import annotations
 
-import logging
-
 from torch import nn
 
 from studio.freezing import find_blocks
-
-log = logging.getLogger(__name__)
 
 # Classifiers whose head reads only position 0 of the last hidden state.
 FIRST_TOKEN_CLASSIFIERS = {
@@ -40,10 +36,7 @@ def _bert_style_block(block: nn.Module) -> bool:
 
 
 def supports_first_token_top(model: nn.Module) -> bool:
-    if type(model).__name__ not in FIRST_TOKEN_CLASSIFIERS:
-        return False
-    _, blocks = find_blocks(model)
-    return _bert_style_block(blocks[-1])
+    return type(model).__name__ in FIRST_TOKEN_CLASSIFIERS and _bert_style_block(find_blocks(model)[1][-1])
 
 
 def compute_first_token_only(model: nn.Module) -> bool:
@@ -54,8 +47,7 @@ def compute_first_token_only(model: nn.Module) -> bool:
     """
     if not supports_first_token_top(model):
         return False
-    _, blocks = find_blocks(model)
-    block = blocks[-1]
+    block = find_blocks(model)[1][-1]
     block.forward = _first_token_forward(block)
     return True
 

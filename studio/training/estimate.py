@@ -60,22 +60,23 @@ def _positions(batch) -> int:
 
 def train_positions_per_epoch(lengths: list[int], batch_size: int, *, length_buckets: bool, seed: int = 0) -> int:
     """Padded positions in one epoch's batches, batched the way the trainer will batch them."""
+    from studio.training.sampling import bucketed_batches, padded_positions
     generator = torch.Generator()
     generator.manual_seed(seed)
     if length_buckets:
-        from studio.training.sampling import bucketed_batches
         batches = bucketed_batches(lengths, batch_size, generator)
     else:   # transformers' group_by_length
         from transformers.trainer_pt_utils import get_length_grouped_indices
         order = get_length_grouped_indices(lengths, batch_size, generator=generator)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    return padded_positions(lengths, batches)
 
 
 def eval_positions(lengths: list[int], batch_size: int) -> int:
     """Padded positions of one evaluation: batches in dataset order."""
-    return sum(max(lengths[i:i + batch_size]) * len(lengths[i:i + batch_size])
-               for i in range(0, len(lengths), batch_size))
+    from studio.training.sampling import padded_positions
+    return padded_positions(lengths, [range(i, min(i + batch_size, len(lengths)))
+                                      for i in range(0, len(lengths), batch_size)])
 
 
 def _model_loss(model, batch):
@@ -112,6 +113,7 @@ def _optimizer_step_seconds(model, sample: int = 2_000_000) -> float:
 
 def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
     """Measure a few steps on the real model and data and extrapolate to the whole run."""
+    from studio.training.trainer import eval_batch_size
     model = prepared.model
     batch_size = min(train_spec.batch_size, len(prepared.train_dataset))
     batch = _typical_batch(prepared.train_dataset, prepared.collator, batch_size)
@@ -157,12 +159,11 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
     first_positions = epoch_positions * first_epoch_steps / per_epoch
     later_positions = epoch_positions * (steps - first_epoch_steps) / per_epoch
     eval_lengths = [len(ids) for ids in prepared.eval_dataset["input_ids"]]
-    eval_batch_size = prepared.eval_batch_size or max(32, train_spec.batch_size * 2)
     if train_spec.eval_strategy == "epoch":
         evaluations = max(1, math.ceil(train_spec.epochs))
     else:
         evaluations = max(1, steps // train_spec.eval_steps)
-    positions = eval_positions(eval_lengths, eval_batch_size)
+    positions = eval_positions(eval_lengths, eval_batch_size(prepared, train_spec.batch_size))
     eval_seconds = positions * c_eval_later
     total = (first_positions * c_first + later_positions * c_later + steps * opt
              + positions * c_eval_first + (evaluations - 1) * eval_seconds)

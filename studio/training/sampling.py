@@ -36,8 +36,7 @@ def bucketed_batches(lengths: list[int], batch_size: int, generator: torch.Gener
     # the DataLoader cuts the index stream into consecutive runs of batch_size.
     tail = [i for piece in partial for i in piece]
     tail.sort(key=lengths.__getitem__, reverse=True)
-    batches = full + [tail[i:i + batch_size] for i in range(0, len(tail), batch_size)]
-    return batches
+    return full + [tail[i:i + batch_size] for i in range(0, len(tail), batch_size)]
 
 
 class LengthBucketSampler(Sampler[int]):
@@ -63,7 +62,12 @@ class LengthBucketSampler(Sampler[int]):
         return iter([i for batch in batches for i in batch])
 
 
+def padded_positions(lengths: list[int], batches) -> int:
+    """Positions the model computes for these batches: each batch padded to its longest example."""
+    return sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+
+
 def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
     """The share of a padded batch's positions that are padding, over all batches."""
-    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    padded = padded_positions(lengths, batches)
     return 1 - sum(lengths[i] for b in batches for i in b) / padded if padded else 0.0

@@ -55,6 +55,12 @@ def _trainer_class(loss_fn, length_buckets: bool = False):
     return base
 
 
+def eval_batch_size(prepared, batch_size: int) -> int:
+    """The task's evaluation batch size, or twice the training batch (at least 32): evaluation
+    keeps no activations for a backward pass, so larger batches fit."""
+    return prepared.eval_batch_size or max(32, batch_size * 2)
+
+
 def build_trainer(config, run, prepared, progress, stop_event, *, extra_callbacks=()):
     from transformers import TrainingArguments
 
@@ -65,7 +71,7 @@ def build_trainer(config, run, prepared, progress, stop_event, *, extra_callback
     args = TrainingArguments(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=prepared.eval_batch_size or max(32, t.batch_size * 2),
+        per_device_eval_batch_size=eval_batch_size(prepared, t.batch_size),
         num_train_epochs=t.epochs,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.scheduler,
