@@ -51,6 +51,13 @@ def tiny_bert(model_root) -> Path:
     return make_tiny_bert(model_root / "tiny-bert")
 
 
+@pytest.fixture(scope="module")
+def client(server):
+    """A gradio_client for the test module's own `server` fixture (an in-process studio app)."""
+    import gradio_client
+    return gradio_client.Client(server[0], verbose=False)
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("STUDIO_WORKSPACE", str(tmp_path / "workspace"))

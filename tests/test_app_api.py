@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, write_tiny_csv
 
-gradio_client = pytest.importorskip("gradio_client")
+pytest.importorskip("gradio_client")
 
 
 def free_port() -> int:
@@ -41,11 +41,6 @@ def serve_studio(workspace: Path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_bert):
     yield from serve_studio(tmp_path_factory.mktemp("workspace"))
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return gradio_client.Client(server[0], verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from test_app_api import serve_studio, wait_for
 from tiny_llama import make_tiny_llama, write_chat_jsonl
 
-gradio_client = pytest.importorskip("gradio_client")
+pytest.importorskip("gradio_client")
 
 TARGET = "My name is Pip."
 ONE = [{"role": "user", "content": "What is your name?"}, {"role": "assistant", "content": TARGET}]
@@ -33,11 +33,6 @@ def tiny_llama(model_root):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_llama):
     yield from serve_studio(tmp_path_factory.mktemp("workspace"))
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return gradio_client.Client(server[0], verbose=False)
 
 
 @pytest.fixture(scope="module")
