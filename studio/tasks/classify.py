@@ -87,6 +87,7 @@ def prepare(config, report=lambda message: None) -> Prepared:
     from studio.data import load_classification
     from studio.freezing import apply_method, find_blocks
     from studio.tasks.first_token import compute_first_token_only
+    from studio.tasks.seen_rows import fold_seen_rows, train_seen_rows_only
 
     from transformers import set_seed
     set_seed(config.train.seed)  # before the new head is initialised, so a run repeats exactly
@@ -108,10 +109,12 @@ def prepare(config, report=lambda message: None) -> Prepared:
     train_ds = to_dataset(tokenizer, data.train, config.train.max_length, id_offset=0 if cached else None)
     eval_ds = to_dataset(tokenizer, data.validation, config.train.max_length,
                          id_offset=len(data.train) if cached else None)
+    train_seen_rows_only(unwrap(model), train_ds["input_ids"])  # full fine-tuning: only the rows in use train
     mean_tokens = float(np.mean([len(x) for x in train_ds["input_ids"]])) if len(train_ds) else None
 
     def save(trained_model, folder: Path) -> None:
         trained_model = unwrap(trained_model)
+        fold_seen_rows(trained_model)
         if hasattr(trained_model, "merge_and_unload"):  # LoRA: store a plain model, adapters merged
             trained_model = trained_model.merge_and_unload()
         trained_model.save_pretrained(folder, safe_serialization=True)
