@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--trainers", help="only these trainers, e.g. studio,hf-tuned (default: all of a case's)")
     p.add_argument("--quick", action="store_true", help="smoke set: classification, 250 examples, 1 epoch")
     p.add_argument("--epochs", type=float, help="override every case's epochs")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run each case's trainers N times, alternating their order, and report medians "
+                        "(this machine's speed drifts by 10-20%% within minutes)")
     p.add_argument("--baseline", type=Path, help="a saved results JSON to compare against")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when --baseline finds one")
     p.add_argument("--data-dir", type=Path, default=SHARED_DATA,
@@ -122,7 +125,8 @@ def run_benchmark(args: argparse.Namespace, partial: Path | None = None) -> dict
     peaks = [measure_peak(args.peak_size)]
     work = Path(tempfile.mkdtemp(prefix="studio-bench-"))
     models: dict[str, tuple[str, str]] = {}
-    jobs = [(c, t) for c in cases for t in c.trainers if wanted is None or t in wanted]
+    repeat = max(1, args.repeat)
+    jobs = [(c, t) for c in cases for t in c.trainers if wanted is None or t in wanted] * repeat
     try:
         for case in cases:
             data = write_case_data(case, args.data_dir, work / case.name / "data")
@@ -131,15 +135,17 @@ def run_benchmark(args: argparse.Namespace, partial: Path | None = None) -> dict
                 models[name] = resolve_model(name)
             results["cases"].append({**case.to_dict(), **data, "model": models[name][0],
                                      "model_folder": models[name][1]})
-            for trainer in (t for t in case.trainers if wanted is None or t in wanted):
-                folder = work / case.name / trainer
+            trainers = [t for t in case.trainers if wanted is None or t in wanted]
+            # Round by round, in alternating order, so slow drift hits every trainer alike.
+            for round_, trainer in ((r, t) for r in range(repeat) for t in (trainers if r % 2 == 0 else trainers[::-1])):
+                folder = work / case.name / f"{trainer}-{round_}"
                 folder.mkdir(parents=True, exist_ok=True)
                 spec = {"case": case.to_dict(), "trainer": trainer, "model": models[name][0],
                         "model_folder": models[name][1], "train_path": data["train_path"],
                         "test_path": data["test_path"], "work_dir": str(folder), "seed": SEED}
                 print(f"[{len(results['runs']) + 1}/{len(jobs)}] {case.name} · {trainer} …", end=" ", flush=True)
                 row = run_trainer(spec, folder, inprocess=args.inprocess, timeout=args.timeout)
-                row.update(case=case.name, trainer=trainer, n_train=data["n_train"])
+                row.update(case=case.name, trainer=trainer, n_train=data["n_train"], round=round_)
                 if row.get("ok"):
                     row.pop("traceback", None)
                 results["runs"].append(row)
@@ -157,6 +163,8 @@ def run_benchmark(args: argparse.Namespace, partial: Path | None = None) -> dict
     results["peak"] = {**best, "start_gflops": peaks[0]["gflops"], "end_gflops": peaks[1]["gflops"]}
     case_by_name = {c["name"]: c for c in results["cases"]}
     results["runs"] = [report.derive(r, case_by_name[r["case"]], best["gflops"]) for r in results["runs"]]
+    if repeat > 1:   # one row per trainer and case: the medians; every round is kept beside them
+        results["round_runs"], results["runs"] = results["runs"], report.medians(results["runs"])
     results["targets"] = report.check_targets(results)
     results["meta"].update(loadavg_end=[round(x, 2) for x in os.getloadavg()],
                            duration_s=round(time.time() - started, 1))

@@ -30,6 +30,54 @@ def derive(run: dict, case: dict, peak_gflops: float) -> dict:
     return out
 
 
+def rate_key(case: str) -> str:
+    """The throughput a case is judged by: tokens for generation, samples for classification."""
+    return "tokens_per_s" if case.startswith("generate") else "samples_per_s"
+
+
+def medians(runs: list[dict]) -> list[dict]:
+    """One row per (case, trainer): every numeric measurement replaced by its median over the
+    rounds (lists and texts come from the round with the median train seconds), plus `rounds`
+    and each round's wall time and rate in `per_round`."""
+    from statistics import median
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["case"], r["trainer"]), []).append(r)
+    out = []
+    for rows in groups.values():
+        ok = [r for r in rows if r.get("ok")]
+        if len(ok) < 2:
+            out.append(ok[0] if ok else rows[0])
+            continue
+        ok.sort(key=lambda r: r.get("compute_s") or r["wall_s"])
+        row = dict(ok[len(ok) // 2])
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round" and \
+                    all(isinstance(r.get(key), (int, float)) for r in ok):
+                row[key] = round(median(r[key] for r in ok), 4)
+        rate = rate_key(row["case"])
+        row["rounds"] = len(ok)
+        row["per_round"] = [{"round": r["round"], "wall_s": r["wall_s"], rate: r.get(rate)}
+                            for r in sorted(ok, key=lambda r: r["round"])]
+        out.append(row)
+    return out
+
+
+def rounds_table(results: dict) -> str | None:
+    """Each round's rate for every repeated row, so the spread behind a median is visible."""
+    rows = [r for r in results["runs"] if r.get("per_round")]
+    if not rows:
+        return None
+    n = max(len(r["per_round"]) for r in rows)
+    lines = ["| case | trainer | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | median |",
+             "|" + "---|" * (n + 3)]
+    for r in rows:
+        rate = rate_key(r["case"])
+        cells = [_f(p.get(rate)) for p in r["per_round"]] + [""] * (n - len(r["per_round"]))
+        lines.append(f"| {r['case']} | {r['trainer']} | " + " | ".join(cells) + f" | {_f(r.get(rate))} {rate.replace('_per_s', '/s')} |")
+    return "\n".join(lines)
+
+
 def _row(results: dict, case: str, trainer: str) -> dict | None:
     for r in results["runs"]:
         if r["case"] == case and r["trainer"] == trainer and r.get("ok"):
@@ -107,6 +155,10 @@ def tables(results: dict) -> str:
         parts.append("Where the time goes (setup = reading data, tokenizing, loading the model, the engine's "
                      "estimate; after = final evaluation and saving):\n\n" + "\n".join(split))
     parts.append("\n".join(est) if len(est) > 2 else "Engine estimate before start: not reported.")
+    repeated = rounds_table(results)
+    if repeated:
+        parts.append("Every round (trainers alternate their order round by round; the tables above show "
+                     "medians):\n\n" + repeated)
     return "\n\n".join(parts)
 
 
@@ -179,7 +231,7 @@ def compare(results: dict, old: dict, *, slower: float = 0.10, worse: float = 0.
         o = index.get((r["case"], r["trainer"]))
         if not o or not r.get("ok"):
             continue
-        rate = "samples_per_s" if r["case"].startswith("classify") else "tokens_per_s"
+        rate = rate_key(r["case"])
         quality = "accuracy" if r.get("accuracy") is not None else "eval_loss"
         flags = []
         if o.get("wall_s") and r["wall_s"] > o["wall_s"] * (1 + slower):

@@ -74,6 +74,21 @@ def test_derive_rates_and_compare_flags_regressions():
     assert regressions == 1 and "slower" in text and "less accurate" in text
 
 
+def test_repeated_rounds_collapse_to_medians():
+    case = parse_case("classify-100-freeze4").to_dict()
+    rounds = [report.derive({**_row("studio", wall, acc, epochs=(e, e / 2, e / 2)), "round": i}, case, 10.0)
+              for i, (wall, acc, e) in enumerate([(10.0, 0.90, 4.0), (30.0, 0.80, 12.0), (12.0, 0.94, 5.0)])]
+    rounds.append({"case": "classify-100-freeze4", "trainer": "hf-tuned", "ok": True, "wall_s": 20.0, "round": 0})
+    rows = {r["trainer"]: r for r in report.medians(rounds)}
+    studio = rows["studio"]
+    assert studio["wall_s"] == 12.0 and studio["accuracy"] == 0.9 and studio["rounds"] == 3
+    assert studio["epoch_s"] == [5.0, 2.5, 2.5]                  # lists: from the median round
+    assert [p["wall_s"] for p in studio["per_round"]] == [10.0, 30.0, 12.0]
+    assert rows["hf-tuned"]["wall_s"] == 20.0 and "per_round" not in rows["hf-tuned"]   # one round: as it was
+    assert "| classify-100-freeze4 | studio | 37.5 | 12.5 | 30.0 | 30.0 samples/s |" in \
+        report.rounds_table({"runs": list(rows.values())})
+
+
 def _write_data(folder: Path) -> Path:
     """TREC-shaped classification CSVs and alpaca-shaped records, tiny, in the layout of ../shared/data."""
     folder.mkdir(parents=True, exist_ok=True)
