@@ -3,10 +3,11 @@
 A BERT-family sequence classifier reads one position of the last block's output: the first
 ([CLS]) token, through the pooler or the classification head. The block's other outputs are
 computed, then thrown away. So in the last block we compute the query, the attention output and
-the feed-forward for the first token alone; keys and values still come from every token, because
-the first token attends to all of them. The loss and every gradient are the same as before (a test
-checks that), and the last block costs about a sixth of what it did: two of its twelve hidden² matmul
-units (keys and values) still run on every token.
+the feed-forward for the first token alone. The first token still attends to every token, but one
+query needs no keys or values for them: `_one_query_attention` regroups the products so each head
+needs one dot product per token instead of two width x width projections. The loss and every
+gradient are the same as before (a test checks that), and the block's cost per token all but
+vanishes; what is left is the first token's own work and the block's weight gradients.
 
 Under dropout the outputs are statistically the same, not bit-for-bit: the dropout masks drawn for
 the discarded positions are no longer drawn. The installed forward is an instance attribute, so it
