@@ -7,7 +7,8 @@ padded position and is multiplied by the positions the real batches will have (t
 batching rule, run on the real lengths):
 
     total = first epoch's positions * c(first pass) + later epochs' positions * c(later pass)
-            + steps * t(optimizer step) + evaluations * validation positions * c(forward)
+            + steps * (t(optimizer step) + t(gradient clipping) + t(making a batch))
+            + evaluations * validation positions * c(forward)
 
 With frozen-prefix caching, the first epoch and the first evaluation also run the frozen bottom;
 later ones read it from the cache, so they are timed separately.
@@ -16,6 +17,7 @@ later ones read it from the cache, so they are timed separately.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -30,6 +32,7 @@ class Estimate:
     eval_seconds: float
     steps: int
     evaluations: int
+    save_seconds: float = 0.0   # checkpoints and the final model, inside total_seconds
 
     def describe(self) -> str:
         return f"about {format_duration(self.total_seconds)} ({self.steps} steps, {self.evaluations} evaluations)"
@@ -47,11 +50,25 @@ def format_duration(seconds: float) -> str:
 
 
 def _typical_batch(dataset, collator, size: int):
-    """`size` examples whose lengths are closest to the mean length (what length-grouped batches look like)."""
+    """`size` examples whose lengths are closest to the mean length (what length-grouped batches
+    look like), collated, and the seconds that took (rows fetched and padded, as every step does)."""
     lengths = [len(ids) for ids in dataset["input_ids"]]
     mean = sum(lengths) / max(1, len(lengths))
     order = sorted(range(len(lengths)), key=lambda i: abs(lengths[i] - mean))[:size]
-    return collator([dataset[i] for i in order])
+    start = time.perf_counter()
+    batch = collator([dataset[i] for i in order])
+    return batch, time.perf_counter() - start
+
+
+def _clip_seconds(model, max_norm: float) -> float:
+    """Gradient clipping as the Trainer does it after every backward pass: a norm over every
+    trainable tensor (one call per tensor on a CPU), then a rescale. Times the real gradients."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params or not max_norm:
+        return 0.0
+    start = time.perf_counter()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return time.perf_counter() - start
 
 
 def _positions(batch) -> int:
@@ -111,12 +128,13 @@ def _optimizer_step_seconds(model, sample: int = 2_000_000) -> float:
     return (time.perf_counter() - start) * trainable / size
 
 
-def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
-    """Measure a few steps on the real model and data and extrapolate to the whole run."""
+def estimate_training(prepared, train_spec, *, repeats: int = 3, max_grad_norm: float = 1.0) -> Estimate:
+    """Measure a few steps on the real model and data and extrapolate to the whole run.
+    `max_grad_norm` is the Trainer's clipping threshold (its default, which the studio keeps)."""
     from studio.training.trainer import eval_batch_size
     model = prepared.model
     batch_size = min(train_spec.batch_size, len(prepared.train_dataset))
-    batch = _typical_batch(prepared.train_dataset, prepared.collator, batch_size)
+    batch, batching = _typical_batch(prepared.train_dataset, prepared.collator, batch_size)
     rng = torch.get_rng_state()
     was_training = model.training
     model.train()
@@ -125,7 +143,10 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
         first = _timed_pass(model, batch, backward=True, loss_fn=loss_fn)   # warm-up; fills the prefix cache
         if first > 1.0:   # a big model: steps are long enough that one more is a steady measurement
             repeats = 1
-        later = min(_timed_pass(model, batch, backward=True, loss_fn=loss_fn) for _ in range(repeats))
+        # The median of a few passes: this machine's speed drifts by 10-20% within seconds, and
+        # the fastest pass (the minimum) made the estimate come out 20-30% short.
+        later = statistics.median(_timed_pass(model, batch, backward=True, loss_fn=loss_fn) for _ in range(repeats))
+        clip = _clip_seconds(model, max_grad_norm)   # on the gradients the last pass left
         cached = getattr(model, "misses", None) is not None
         if cached:
             # A true first-epoch step includes the frozen bottom: time it on fresh copies of the batch.
@@ -135,13 +156,13 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
             first = later
         model.eval()
         # Evaluation costs the same per example at any batch size: time a small batch, scale up.
-        eval_batch = _typical_batch(prepared.eval_dataset, prepared.collator,
-                                    min(batch_size, len(prepared.eval_dataset)))
+        eval_batch, _ = _typical_batch(prepared.eval_dataset, prepared.collator,
+                                       min(batch_size, len(prepared.eval_dataset)))
         eval_pass = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn)
         # With caching only the first evaluation runs the frozen bottom (the pass above filled
         # the cache for this batch): later evaluations cost what a second pass costs.
         eval_later = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn) if cached else eval_pass
-        opt = _optimizer_step_seconds(model)
+        per_step = _optimizer_step_seconds(model) + clip + batching   # what every step adds to its pass
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -165,10 +186,29 @@ def estimate_training(prepared, train_spec, *, repeats: int = 2) -> Estimate:
         evaluations = max(1, steps // train_spec.eval_steps)
     positions = eval_positions(eval_lengths, eval_batch_size(prepared, train_spec.batch_size))
     eval_seconds = positions * c_eval_later
-    total = (first_positions * c_first + later_positions * c_later + steps * opt
-             + positions * c_eval_first + (evaluations - 1) * eval_seconds)
+    saves = _save_seconds(model, checkpoints=evaluations if train_spec.save_checkpoints else 0)
+    total = (first_positions * c_first + later_positions * c_later + steps * per_step
+             + positions * c_eval_first + (evaluations - 1) * eval_seconds + saves)
     mean_step = epoch_positions / per_epoch
-    return Estimate(total, mean_step * c_first + opt, mean_step * c_later + opt, eval_seconds, steps, evaluations)
+    return Estimate(total, mean_step * c_first + per_step, mean_step * c_later + per_step, eval_seconds, steps,
+                    evaluations, saves)
+
+
+def _save_seconds(model, *, checkpoints: int) -> float:
+    """Writing `checkpoints` checkpoints (the saved weights, only the adapters for LoRA, and AdamW's
+    two moments per trainable weight) and the final model, at a write speed measured here with a
+    16 MB safetensors file. A full SmolLM2 checkpoint is 1.6 GB; a LoRA one a few MB."""
+    import os
+    import tempfile
+    from safetensors.torch import save_file
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    saved = trainable if hasattr(model, "peft_config") else sum(p.numel() for p in model.parameters())
+    probe = torch.zeros(4 << 20)
+    with tempfile.TemporaryDirectory(prefix="studio-write-probe-") as folder:
+        start = time.perf_counter()
+        save_file({"probe": probe}, os.path.join(folder, "probe.safetensors"))
+        per_byte = (time.perf_counter() - start) / (probe.numel() * 4)
+    return per_byte * 4 * (checkpoints * (saved + 2 * trainable) + saved)
 
 
 def _bottom_seconds(model, batch) -> float:
