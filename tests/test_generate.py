@@ -95,6 +95,34 @@ def test_answer_only_loss_matches_the_models_own_loss_and_gradients(tiny_llama, 
         torch.testing.assert_close(got_grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_in_place_output_cross_entropy_matches_the_textbook_one(with_bias):
+    """The output layer and its cross-entropy in one buffer: same loss and gradients as
+    F.linear + F.cross_entropy, and a second backward through the same graph refuses to run
+    (its buffer was overwritten) rather than returning wrong gradients."""
+    import torch.nn.functional as F
+    from studio.tasks.answer_loss import OutputCrossEntropy
+    torch.manual_seed(0)
+    hidden = (torch.randn(37, 16) * 2).requires_grad_()
+    weight = torch.randn(101, 16).requires_grad_()
+    bias = torch.randn(101).requires_grad_() if with_bias else None
+    targets = torch.randint(0, 101, (37,))
+    leaves = [t for t in (hidden, weight, bias) if t is not None]
+    results = []
+    for loss_of in (lambda: F.cross_entropy(F.linear(hidden, weight, bias), targets),
+                    lambda: OutputCrossEntropy.apply(hidden, weight, bias, targets)):
+        loss = loss_of()
+        results.append((loss.detach(), torch.autograd.grad(3.0 * loss, leaves)))
+    (ref_loss, ref_grads), (loss, grads) = results
+    torch.testing.assert_close(loss, ref_loss)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
+    loss = OutputCrossEntropy.apply(hidden, weight, bias, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()
+
+
 class _Keep(TrainerCallback):
     """Keeps (requires_grad, value) of every parameter at the end of training."""
     def __init__(self):
