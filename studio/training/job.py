@@ -17,6 +17,7 @@ import weakref
 from pathlib import Path
 
 from studio.errors import StudioError
+from studio.training.heap import keep_freed_memory
 from studio.training.progress import ProgressLog, Snapshot
 from studio.training.runs import Run, atomic_write_json
 
@@ -85,6 +86,14 @@ class TrainingJob:
         self.progress.update(state="running", started_at=started, message="Preparing…", queue_position=0)
         self.run.write_status("running", started_at=started, owner=self.owner)
         try:
+            # Left only after _release, so the trim at its end hands the model's memory back too.
+            with keep_freed_memory():
+                self._train_and_release(started)
+        finally:
+            self.finished.set()
+
+    def _train_and_release(self, started: float) -> None:
+        try:
             self._train(started)
         except BaseException as exc:  # the thread owns its failure: record it, never lose it
             text = exc.user_message if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
@@ -94,7 +103,6 @@ class TrainingJob:
             self.run.write_status("failed", error=text, finished_at=time.time())
         finally:
             self._release()
-            self.finished.set()
 
     def _release(self) -> None:
         """Drop the model, optimizer and caches: the result is on disk; memory returns to baseline."""
