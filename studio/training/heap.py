@@ -16,8 +16,8 @@ The settings hold while any job is inside `keep_freed_memory()`. When the last o
 defaults return and `malloc_trim` hands the freed memory back, so an idle hosted demo shrinks back
 to its baseline. That is a gain of its own: after a SmolLM2 LoRA job run inside one process the
 resident size went back to 525-528 MiB (380 before the job, peak 4.4 GB); with glibc's defaults it
-stayed at 1.9-2.9 GB, freed but never returned. Without glibc (macOS, Windows, musl) this does nothing; `STUDIO_KEEP_FREED_MEMORY=0`
-turns it off.
+stayed at 1.9-2.9 GB, freed but never returned. Without glibc (macOS, Windows, musl) this does
+nothing; `STUDIO_KEEP_FREED_MEMORY=0` turns it off.
 """
 
 from __future__ import annotations
