@@ -18,7 +18,8 @@ gradient, the gradient of the log-softmax). On this machine a fresh 118 MB tenso
 showed 225 ms in log-softmax, 199 ms zero-filling and 216 ms in its backward, 13% of the step.
 `OutputCrossEntropy` keeps the scores in the one buffer the output layer wrote: log-softmax in
 place, and in the backward pass the softmax (its exp), minus one at each target, is the gradient,
-in place again. The log-softmax itself then takes 15 ms.
+in place again. The log-softmax itself then takes 15 ms. SmolLM2 LoRA steps got 1.15x faster;
+Gemma-3-270M, with 262,208 words, 1.49x (7.49 -> 5.03 s per step), its peak memory 4.8 -> 3.6 GB.
 """
 
 from __future__ import annotations
