@@ -123,6 +123,18 @@ def test_in_place_output_cross_entropy_matches_the_textbook_one(with_bias):
         loss.backward()
 
 
+def test_in_place_loss_only_for_plain_float32_heads():
+    """Under autocast the scores would come out bf16: the textbook path (which upcasts) is kept."""
+    from studio.tasks.answer_loss import _plain_fp32_linear
+    head, rows = torch.nn.Linear(8, 5), torch.randn(3, 8)
+    assert _plain_fp32_linear(head, rows)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _plain_fp32_linear(head, rows)
+    assert not _plain_fp32_linear(head, rows.double())
+    head.register_forward_hook(lambda *args: None)
+    assert not _plain_fp32_linear(head, rows)
+
+
 class _Keep(TrainerCallback):
     """Keeps (requires_grad, value) of every parameter at the end of training."""
     def __init__(self):

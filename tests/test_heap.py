@@ -1,13 +1,16 @@
 """Freed memory kept for reuse while a job trains, and handed back when it ends (glibc only)."""
 
 import ctypes
+import os
 
 import pytest
 import torch
 
 from studio.training import heap
 
-pytestmark = pytest.mark.skipif(heap.glibc() is None, reason="needs glibc's malloc")
+_TUNED_AT_START = "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
+pytestmark = [pytest.mark.skipif(heap.glibc() is None, reason="needs glibc's malloc"),
+              pytest.mark.skipif(_TUNED_AT_START, reason="malloc tuned through the environment")]
 
 
 class _MallInfo2(ctypes.Structure):
@@ -45,3 +48,19 @@ def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("STUDIO_KEEP_FREED_MEMORY", "0")
     with heap.keep_freed_memory():
         assert _maps_a_big_tensor()
+
+
+def test_left_alone_when_the_operator_tuned_malloc(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    with heap.keep_freed_memory():
+        assert _maps_a_big_tensor()
+
+
+def test_after_a_job_mid_sized_tensors_still_come_from_the_heap():
+    """Any mallopt ends glibc's adaptive threshold; the exit must not leave it at 128 KB."""
+    with heap.keep_freed_memory():
+        pass
+    before = _mapped_bytes()
+    block = torch.empty(4 << 20)   # 16 MB
+    assert _mapped_bytes() - before < 16 << 20
+    del block

@@ -68,9 +68,11 @@ def answer_loss(model, inputs: dict) -> torch.Tensor:
 
 
 def _plain_fp32_linear(head, rows) -> bool:
-    """An unwrapped float32 nn.Linear (not one with adapters or hooks), so its matmul can be inlined."""
+    """An unwrapped float32 nn.Linear (not one with adapters or hooks) outside autocast, so its
+    matmul can be inlined and the scores stay float32 (under autocast they would be bf16/fp16)."""
     return (type(head) is torch.nn.Linear and rows.dtype == torch.float32 == head.weight.dtype
-            and not head._forward_hooks and not head._forward_pre_hooks)
+            and not head._forward_hooks and not head._forward_pre_hooks and "forward" not in vars(head)
+            and not torch.is_autocast_enabled(rows.device.type))
 
 
 class OutputCrossEntropy(torch.autograd.Function):
@@ -97,7 +99,7 @@ class OutputCrossEntropy(torch.autograd.Function):
         hidden, weight, log_probs, targets = ctx.saved_tensors
         # d loss / d scores = (softmax - one_hot(target)) / rows
         grad = log_probs.exp_()
-        grad[torch.arange(len(targets)), targets] -= 1.0
+        grad[torch.arange(len(targets), device=grad.device), targets] -= 1.0
         grad.mul_(grad_loss / len(targets))
         grad_hidden = grad @ weight if ctx.needs_input_grad[0] else None
         grad_weight = grad.t() @ hidden if ctx.needs_input_grad[1] else None

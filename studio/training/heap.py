@@ -8,16 +8,22 @@ each 4 KB page. In a profile that, not arithmetic, was most of the time of the b
 Intel's PyTorch CPU tuning guide swaps in jemalloc or tcmalloc for this reason; glibc does the same
 with two `mallopt` settings: serve everything from the heap (`M_MMAP_MAX` = 0) and keep freed heap
 memory for reuse (`M_TRIM_THRESHOLD` = 1 GB). The second step then reuses the first step's pages.
+(The trainer thread allocates from a per-thread arena, whose heaps hold at most 64 MB each, so a
+block above that is still mapped fresh; the gain comes from the many 1-60 MB activations.)
 
 Measured (one trainer thread, 8 alternating steps each way): SmolLM2-135M LoRA 5.34 -> 4.67 s per
 step (1.14x). MiniLM's tensors are small (16 questions of ~15 tokens), and it gains nothing there.
 
-The settings hold while any job is inside `keep_freed_memory()`. When the last one leaves, the
-defaults return and `malloc_trim` hands the freed memory back, so an idle hosted demo shrinks back
-to its baseline. That is a gain of its own: after a SmolLM2 LoRA job run inside one process the
-resident size went back to 525-528 MiB (380 before the job, peak 4.4 GB); with glibc's defaults it
-stayed at 1.9-2.9 GB, freed but never returned. Without glibc (macOS, Windows, musl) this does
-nothing; `STUDIO_KEEP_FREED_MEMORY=0` turns it off.
+The settings hold while any job is inside `keep_freed_memory()`. When the last one leaves,
+`malloc_trim` hands the freed memory back, so an idle hosted demo shrinks back to its baseline,
+and the settings become what glibc's adaptive ones settle at after big blocks have been freed
+(blocks up to 32 MB from the heap, trimming above 64 MB): any `mallopt` switches the adaptation off
+for good, and its starting point (128 KB) would map every mid-sized tensor of later inference.
+The trim is a gain of its own: after a SmolLM2 LoRA job run inside one process the resident size
+went back to 525-582 MiB (380 before the job, peak 4.4-4.5 GB); with glibc's defaults it stayed at
+1.9-2.9 GB, freed but never returned. Without glibc (macOS, Windows, musl) this does
+nothing, and so it does when the operator has tuned malloc (`MALLOC_*_` or `GLIBC_TUNABLES` in the
+environment); `STUDIO_KEEP_FREED_MEMORY=0` turns it off.
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import threading
 from contextlib import contextmanager
 from functools import lru_cache
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4          # mallopt parameter numbers from <malloc.h>
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4   # mallopt parameters, <malloc.h>
 _KEEP_UP_TO = 1 << 30
+# After a job: where glibc's adaptive thresholds end up once big blocks have been freed.
+_AFTER_MMAP_THRESHOLD, _AFTER_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 32 << 20, 64 << 20, 65536
 
 _lock = threading.Lock()
 _holders = 0
@@ -54,7 +61,10 @@ def glibc():
 
 
 def _enabled():
-    return glibc() if os.environ.get("STUDIO_KEEP_FREED_MEMORY", "1") != "0" else None
+    operator_tuned = "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
+    if operator_tuned or os.environ.get("STUDIO_KEEP_FREED_MEMORY", "1") == "0":
+        return None
+    return glibc()
 
 
 @contextmanager
@@ -77,5 +87,6 @@ def keep_freed_memory():
             _holders -= 1
             if _holders == 0:
                 libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
