@@ -123,3 +123,17 @@ def test_lora_wrapped_projections(dropout):
     for name, p in plain.named_parameters():
         if "lora_" in name and "layer.2.attention.self.value" in name:
             torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_two_dimensional_padding_mask_masks_like_the_models_own():
+    """Flash-attention paths hand layers the tokenizer's 0/1 mask; 1 means attend, 0 padding."""
+    from studio.tasks.first_token import _one_query_attention, linear_weights
+    model = _classifier("bert", "sdpa").eval()
+    attention = model.bert.encoder.layer[-1].attention.self
+    key, value = linear_weights(attention.key), linear_weights(attention.value)
+    hidden = torch.randn(4, 11, 32)
+    pad = _batch()["attention_mask"]
+    four_d = pad.bool()[:, None, None, :].expand(4, 1, 11, 11)
+    expected = _one_query_attention(attention, hidden, four_d, key, value)
+    torch.testing.assert_close(_one_query_attention(attention, hidden, pad, key, value), expected)
+    assert not torch.allclose(expected, _one_query_attention(attention, hidden, None, key, value))

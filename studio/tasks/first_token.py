@@ -105,7 +105,9 @@ def _one_query_attention(self_attention, hidden, mask, key, value):
     probe = torch.einsum("bhe,hed->bhd", query, key_w.view(heads, size, width)) * self_attention.scaling
     scores = probe @ hidden.transpose(1, 2)                             # (batch, heads, length)
     if mask is not None:
-        mask = mask[:, :, 0, :] if mask.dim() == 4 else mask.view(mask.shape[0], 1, -1)   # (batch, 1, length)
+        # (batch, 1, length). A 4-D mask is the model's own (boolean or additive); a 2-D one is the
+        # tokenizer's 0/1 padding mask (flash-attention paths pass it through), so 1 means attend.
+        mask = mask[:, :, 0, :] if mask.dim() == 4 else mask.view(mask.shape[0], 1, -1).bool()
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     probs = torch.softmax(scores, dim=-1)
     probs = F.dropout(probs, p=self_attention.dropout.p, training=self_attention.training)
