@@ -163,7 +163,8 @@ def test_five_tabs_from_data_to_comparison(browser, url, tmp_path):
     fill(page, "#trainspec-freeze-depth input[type=number]", "4")
     page.wait_for_function("() => document.querySelector('#train-trainable')?.innerText.includes('block 3')")
     page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
-    start_training(page, depth="4", epochs="2", name="browser-test")
+    # Enough epochs that the curve is still growing when the test looks (2 epochs took 3 s).
+    start_training(page, depth="4", epochs="8", name="browser-test")
 
     first = wait_points(page, 0)
     growing = wait_points(page, first)
@@ -188,7 +189,7 @@ def test_five_tabs_from_data_to_comparison(browser, url, tmp_path):
 def test_refresh_mid_run_reattaches_to_the_same_growing_curve(browser, url):
     page = new_page(browser, url)
     load_reviews(page, "333")
-    start_training(page, depth="5", epochs="3", name="refresh-test")
+    start_training(page, depth="5", epochs="20", name="refresh-test")   # stopped below, long before the end
     before = wait_points(page, 1)
     job = run_id(page)
 

@@ -1,10 +1,15 @@
-"""Freed memory kept for reuse while a job trains, and handed back when it ends (glibc only)."""
+"""Freed memory kept for reuse while a job trains, and handed back when it ends (glibc only).
 
-import ctypes
+Each check runs in a fresh interpreter: whether a big block is mapped from the kernel depends on
+what the heap already holds, and the rest of the suite leaves it full of freed, trimmed space."""
+
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
-import torch
 
 from studio.training import heap
 
@@ -12,55 +17,60 @@ _TUNED_AT_START = "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") 
 pytestmark = [pytest.mark.skipif(heap.glibc() is None, reason="needs glibc's malloc"),
               pytest.mark.skipif(_TUNED_AT_START, reason="malloc tuned through the environment")]
 
+_PRELUDE = textwrap.dedent('''
+    import ctypes, json, torch
+    from studio.training import heap
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-                 "fordblks", "keepcost")]
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                    "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    heap.glibc().mallinfo2.restype = MallInfo2
 
-
-def _mapped_bytes() -> int:
-    """Bytes malloc currently holds as separate mmaps (glibc >= 2.33)."""
-    libc = heap.glibc()
-    libc.mallinfo2.restype = _MallInfo2
-    return libc.mallinfo2().hblkhd
-
-
-def _maps_a_big_tensor() -> bool:
-    before = _mapped_bytes()
-    block = torch.empty(16 << 20)   # 64 MB: always a separate mmap under glibc's defaults
-    mapped = _mapped_bytes() - before >= 64 << 20
-    del block
-    return mapped
+    def mapped(megabytes):
+        """Whether a tensor of this size was mapped from the kernel (glibc >= 2.33's mallinfo2)."""
+        before = heap.glibc().mallinfo2().hblkhd
+        block = torch.empty(megabytes << 18)
+        result = heap.glibc().mallinfo2().hblkhd - before >= megabytes << 20
+        del block
+        return result
+''')
 
 
-def test_big_tensors_come_from_the_reused_heap_only_inside(monkeypatch):
-    monkeypatch.delenv("STUDIO_KEEP_FREED_MEMORY", raising=False)
-    assert _maps_a_big_tensor()
-    with heap.keep_freed_memory():
-        with heap.keep_freed_memory():   # a second job at the same time
-            assert not _maps_a_big_tensor()
-        assert not _maps_a_big_tensor(), "the first job still trains: the settings must hold"
-    assert _maps_a_big_tensor(), "the defaults are back once no job trains"
+def _run(body: str, **env) -> list:
+    """Run `body` (which sets `seen`, a list) after the prelude in a fresh interpreter."""
+    code = _PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(seen))\n"
+    environ = {k: v for k, v in os.environ.items() if k != "STUDIO_KEEP_FREED_MEMORY"} | env
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environ,
+                         timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_switched_off_by_the_environment(monkeypatch):
-    monkeypatch.setenv("STUDIO_KEEP_FREED_MEMORY", "0")
-    with heap.keep_freed_memory():
-        assert _maps_a_big_tensor()
-
-
-def test_left_alone_when_the_operator_tuned_malloc(monkeypatch):
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
-    with heap.keep_freed_memory():
-        assert _maps_a_big_tensor()
+def test_big_tensors_come_from_the_reused_heap_only_inside():
+    seen = _run('''
+        seen = [mapped(64)]
+        with heap.keep_freed_memory():
+            with heap.keep_freed_memory():   # a second job at the same time
+                seen.append(mapped(64))
+            seen.append(mapped(64))          # the first job still trains
+        seen.append(mapped(64))              # no job: blocks this big are the kernel's again
+    ''')
+    assert seen == [True, False, False, True]
 
 
 def test_after_a_job_mid_sized_tensors_still_come_from_the_heap():
     """Any mallopt ends glibc's adaptive threshold; the exit must not leave it at 128 KB."""
-    with heap.keep_freed_memory():
-        pass
-    before = _mapped_bytes()
-    block = torch.empty(4 << 20)   # 16 MB
-    assert _mapped_bytes() - before < 16 << 20
-    del block
+    seen = _run('''
+        with heap.keep_freed_memory():
+            pass
+        seen = [mapped(16) for _ in range(3)]
+    ''')
+    assert seen == [False, False, False]
+
+
+@pytest.mark.parametrize("env", [{"STUDIO_KEEP_FREED_MEMORY": "0"}, {"MALLOC_ARENA_MAX": "2"}])
+def test_left_alone_when_switched_off_or_the_operator_tuned_malloc(env):
+    seen = _run('''
+        with heap.keep_freed_memory():
+            seen = [mapped(64)]
+    ''', **env)
+    assert seen == [True]
