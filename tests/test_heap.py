@@ -13,9 +13,8 @@ import pytest
 
 from studio.training import heap
 
-_TUNED_AT_START = "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
 pytestmark = [pytest.mark.skipif(heap.glibc() is None, reason="needs glibc's malloc"),
-              pytest.mark.skipif(_TUNED_AT_START, reason="malloc tuned through the environment")]
+              pytest.mark.skipif(heap.operator_tuned_malloc(), reason="malloc tuned through the environment")]
 
 _PRELUDE = textwrap.dedent('''
     import ctypes, json, torch

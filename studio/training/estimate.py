@@ -32,7 +32,6 @@ class Estimate:
     eval_seconds: float
     steps: int
     evaluations: int
-    save_seconds: float = 0.0   # checkpoints and the final model, inside total_seconds
 
     def describe(self) -> str:
         return f"about {format_duration(self.total_seconds)} ({self.steps} steps, {self.evaluations} evaluations)"
@@ -60,14 +59,15 @@ def _typical_batch(dataset, collator, size: int):
     return batch, time.perf_counter() - start
 
 
-def _clip_seconds(model, max_norm: float) -> float:
-    """Gradient clipping as the Trainer does it after every backward pass: a norm over every
-    trainable tensor (one call per tensor on a CPU), then a rescale. Times the real gradients."""
+def _clip_seconds(model) -> float:
+    """Gradient clipping as the Trainer does it after every backward pass (the studio keeps its
+    default threshold): a norm over every trainable tensor (one call per tensor on a CPU), then a
+    rescale. Times the real gradients; the threshold does not change the cost."""
     params = [p for p in model.parameters() if p.grad is not None]
-    if not params or not max_norm:
+    if not params:
         return 0.0
     start = time.perf_counter()
-    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     return time.perf_counter() - start
 
 
@@ -128,9 +128,8 @@ def _optimizer_step_seconds(model, sample: int = 2_000_000) -> float:
     return (time.perf_counter() - start) * trainable / size
 
 
-def estimate_training(prepared, train_spec, *, repeats: int = 3, max_grad_norm: float = 1.0) -> Estimate:
-    """Measure a few steps on the real model and data and extrapolate to the whole run.
-    `max_grad_norm` is the Trainer's clipping threshold (its default, which the studio keeps)."""
+def estimate_training(prepared, train_spec, *, repeats: int = 3) -> Estimate:
+    """Measure a few steps on the real model and data and extrapolate to the whole run."""
     from studio.training.trainer import eval_batch_size
     model = prepared.model
     batch_size = min(train_spec.batch_size, len(prepared.train_dataset))
@@ -146,7 +145,7 @@ def estimate_training(prepared, train_spec, *, repeats: int = 3, max_grad_norm: 
         # The median of a few passes: this machine's speed drifts by 10-20% within seconds, and
         # the fastest pass (the minimum) made the estimate come out 20-30% short.
         later = statistics.median(_timed_pass(model, batch, backward=True, loss_fn=loss_fn) for _ in range(repeats))
-        clip = _clip_seconds(model, max_grad_norm)   # on the gradients the last pass left
+        clip = _clip_seconds(model)   # on the gradients the last pass left
         cached = getattr(model, "misses", None) is not None
         if cached:
             # A true first-epoch step includes the frozen bottom: time it on fresh copies of the batch.
@@ -191,7 +190,7 @@ def estimate_training(prepared, train_spec, *, repeats: int = 3, max_grad_norm: 
              + positions * c_eval_first + (evaluations - 1) * eval_seconds + saves)
     mean_step = epoch_positions / per_epoch
     return Estimate(total, mean_step * c_first + per_step, mean_step * c_later + per_step, eval_seconds, steps,
-                    evaluations, saves)
+                    evaluations)
 
 
 def _save_seconds(model, *, checkpoints: int) -> float:

@@ -60,9 +60,13 @@ def glibc():
     return libc
 
 
+def operator_tuned_malloc() -> bool:
+    """Whoever started the process set malloc up through the environment: leave it as they chose."""
+    return "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
+
+
 def _enabled():
-    operator_tuned = "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ)
-    if operator_tuned or os.environ.get("STUDIO_KEEP_FREED_MEMORY", "1") == "0":
+    if operator_tuned_malloc() or os.environ.get("STUDIO_KEEP_FREED_MEMORY", "1") == "0":
         return None
     return glibc()
 
