@@ -124,15 +124,43 @@ def test_in_place_output_cross_entropy_matches_the_textbook_one(with_bias):
 
 
 def test_in_place_loss_only_for_plain_float32_heads():
-    """Under autocast the scores would come out bf16: the textbook path (which upcasts) is kept."""
-    from studio.tasks.answer_loss import _plain_fp32_linear
+    from studio.tasks.answer_loss import _autocast_dtype, _plain_fp32_linear
     head, rows = torch.nn.Linear(8, 5), torch.randn(3, 8)
-    assert _plain_fp32_linear(head, rows)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not _plain_fp32_linear(head, rows)
+    assert _plain_fp32_linear(head, rows) and _autocast_dtype(rows) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):   # still in place, its products in bf16
+        assert _plain_fp32_linear(head, rows) and _autocast_dtype(rows) == torch.bfloat16
     assert not _plain_fp32_linear(head, rows.double())
     head.register_forward_hook(lambda *args: None)
     assert not _plain_fp32_linear(head, rows)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_in_place_loss_under_bf16_autocast_matches_autocasts_own(with_bias):
+    """Under a bf16 run the output layer's products run in bf16 as autocast would run them, the
+    softmax and gradients in float32: the loss and gradients match F.linear + F.cross_entropy
+    under autocast (to bf16's precision), and the gradients come back in float32."""
+    import torch.nn.functional as F
+    from studio.tasks.answer_loss import OutputCrossEntropy
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16).requires_grad_()
+    weight = torch.randn(101, 16).requires_grad_()
+    bias = torch.randn(101).requires_grad_() if with_bias else None
+    targets = torch.randint(0, 101, (37,))
+    leaves = [t for t in (hidden, weight, bias) if t is not None]
+    results = []
+    for loss_of in (lambda: F.cross_entropy(F.linear(hidden, weight, bias).float(), targets),
+                    lambda: OutputCrossEntropy.apply(hidden, weight, bias, targets, torch.bfloat16)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = loss_of()
+        results.append((loss.detach(), torch.autograd.grad(loss, leaves)))
+    (ref_loss, ref_grads), (loss, grads) = results
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-2, atol=1e-2)
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-3)
+    fp32 = OutputCrossEntropy.apply(hidden, weight, bias, targets)
+    assert abs(float(fp32.detach()) - float(loss)) > 0   # the bf16 products really ran in bf16
 
 
 class _Keep(TrainerCallback):

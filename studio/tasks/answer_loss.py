@@ -60,7 +60,7 @@ def answer_loss(model, inputs: dict) -> torch.Tensor:
     rows, targets = hidden[:, :-1][keep], targets[keep]
     cap = getattr(lm.config, "final_logit_softcapping", None)   # Gemma squashes its scores
     if _plain_fp32_linear(head, rows) and not cap:
-        return OutputCrossEntropy.apply(rows, head.weight, head.bias, targets)
+        return OutputCrossEntropy.apply(rows, head.weight, head.bias, targets, _autocast_dtype(rows))
     logits = head(rows)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -68,30 +68,39 @@ def answer_loss(model, inputs: dict) -> torch.Tensor:
 
 
 def _plain_fp32_linear(head, rows) -> bool:
-    """An unwrapped float32 nn.Linear (not one with adapters or hooks) outside autocast, so its
-    matmul can be inlined and the scores stay float32 (under autocast they would be bf16/fp16)."""
+    """An unwrapped float32 nn.Linear (not one with adapters or hooks) on float32 rows, so its
+    matmul can be inlined."""
     return (type(head) is torch.nn.Linear and rows.dtype == torch.float32 == head.weight.dtype
-            and not head._forward_hooks and not head._forward_pre_hooks and "forward" not in vars(head)
-            and not torch.is_autocast_enabled(rows.device.type))
+            and not head._forward_hooks and not head._forward_pre_hooks and "forward" not in vars(head))
+
+
+def _autocast_dtype(rows) -> torch.dtype | None:
+    """The matmul format autocast would give the output layer here (bf16 / fp16), or None."""
+    kind = rows.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 class OutputCrossEntropy(torch.autograd.Function):
     """mean over rows of -log softmax(hidden Wᵀ + b)[target], with the scores in one buffer.
 
     Same value and gradients as `F.cross_entropy(F.linear(hidden, W, b), targets)` (a test checks
-    them). The buffer is rewritten by the backward pass, so a second backward through the same
+    them). With `matmul_dtype` (bf16 / fp16, what autocast would use) the two big products run in
+    that format, as autocast would run them, while the scores, the softmax and the gradients stay
+    float32. The buffer is rewritten by the backward pass, so a second backward through the same
     graph (retain_graph) stops with autograd's "modified by an inplace operation" error instead of
     returning wrong gradients."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets):
-        scores = F.linear(hidden, weight, bias)   # owned here: nothing else ever sees it
-        # In place: the public log_softmax always allocates its output. Each row is read whole
-        # (its max and its sum of exps) before it is written, so overwriting it is safe.
-        log_probs = torch._log_softmax(scores, -1, False, out=scores)
-        loss = -log_probs.gather(1, targets[:, None]).mean()
+    def forward(ctx, hidden, weight, bias, targets, matmul_dtype=None):
+        with torch.autocast(hidden.device.type, enabled=False):   # formats are chosen here
+            scores = _linear(hidden, weight, bias, matmul_dtype).float()   # owned here: nothing else sees it
+            # In place: the public log_softmax always allocates its output. Each row is read whole
+            # (its max and its sum of exps) before it is written, so overwriting it is safe.
+            log_probs = torch._log_softmax(scores, -1, False, out=scores)
+            loss = -log_probs.gather(1, targets[:, None]).mean()
         ctx.save_for_backward(hidden, weight, log_probs, targets)
         ctx.bias_needs_grad = bias is not None and ctx.needs_input_grad[2]
+        ctx.matmul_dtype = matmul_dtype
         return loss
 
     @staticmethod
@@ -101,7 +110,18 @@ class OutputCrossEntropy(torch.autograd.Function):
         grad = log_probs.exp_()
         grad[torch.arange(len(targets), device=grad.device), targets] -= 1.0
         grad.mul_(grad_loss / len(targets))
-        grad_hidden = grad @ weight if ctx.needs_input_grad[0] else None
-        grad_weight = grad.t() @ hidden if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(0) if ctx.bias_needs_grad else None
-        return grad_hidden, grad_weight, grad_bias, None
+        dtype = ctx.matmul_dtype
+        if dtype is not None:   # the products in the 16-bit format, the results back in float32
+            grad, weight_, hidden_ = grad.to(dtype), weight.to(dtype), hidden.to(dtype)
+        else:
+            weight_, hidden_ = weight, hidden
+        grad_hidden = (grad @ weight_).to(hidden.dtype) if ctx.needs_input_grad[0] else None
+        grad_weight = (grad.t() @ hidden_).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _linear(hidden, weight, bias, dtype):
+    if dtype is None:
+        return F.linear(hidden, weight, bias)
+    return F.linear(hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
