@@ -23,6 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
+from studio.training.device import Precision, autocast
+
+FP32 = Precision("cpu", "fp32", "the estimate's default")
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -100,13 +104,16 @@ def _model_loss(model, batch):
     return model(**batch).loss
 
 
-def _timed_pass(model, batch, *, backward: bool, loss_fn=_model_loss) -> float:
-    """Seconds for one forward (+ backward) pass, computing the loss the way training does."""
+def _timed_pass(model, batch, *, backward: bool, loss_fn=_model_loss, precision=FP32) -> float:
+    """Seconds for one forward (+ backward) pass, computing the loss the way training does (in the
+    number format training will use: autocast's bf16 on a CPU with AMX)."""
     start = time.perf_counter()
     if backward:
-        loss_fn(model, batch).backward()
+        with autocast(precision):
+            loss = loss_fn(model, batch)
+        loss.backward()
     else:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision):
             loss_fn(model, batch)
     return time.perf_counter() - start
 
@@ -128,8 +135,9 @@ def _optimizer_step_seconds(model, sample: int = 2_000_000) -> float:
     return (time.perf_counter() - start) * trainable / size
 
 
-def estimate_training(prepared, train_spec, *, repeats: int = 3) -> Estimate:
-    """Measure a few steps on the real model and data and extrapolate to the whole run."""
+def estimate_training(prepared, train_spec, *, repeats: int = 3, precision: Precision = FP32) -> Estimate:
+    """Measure a few steps on the real model and data, in the number format training will use,
+    and extrapolate to the whole run."""
     from studio.training.trainer import eval_batch_size
     model = prepared.model
     batch_size = min(train_spec.batch_size, len(prepared.train_dataset))
@@ -139,17 +147,17 @@ def estimate_training(prepared, train_spec, *, repeats: int = 3) -> Estimate:
     model.train()
     try:
         loss_fn = prepared.loss_fn or _model_loss
-        first = _timed_pass(model, batch, backward=True, loss_fn=loss_fn)   # warm-up; fills the prefix cache
+        first = _timed_pass(model, batch, backward=True, loss_fn=loss_fn, precision=precision)   # warm-up; fills the prefix cache
         if first > 1.0:   # a big model: steps are long enough that one more is a steady measurement
             repeats = 1
         # The median of a few passes: this machine's speed drifts by 10-20% within seconds, and
         # the fastest pass (the minimum) made the estimate come out 20-30% short.
-        later = statistics.median(_timed_pass(model, batch, backward=True, loss_fn=loss_fn) for _ in range(repeats))
+        later = statistics.median(_timed_pass(model, batch, backward=True, loss_fn=loss_fn, precision=precision) for _ in range(repeats))
         clip = _clip_seconds(model)   # on the gradients the last pass left
         cached = getattr(model, "misses", None) is not None
         if cached:
             # A true first-epoch step includes the frozen bottom: time it on fresh copies of the batch.
-            bottom = _bottom_seconds(model, batch)
+            bottom = _bottom_seconds(model, batch, precision)
             first = later + bottom
         else:
             first = later
@@ -157,10 +165,10 @@ def estimate_training(prepared, train_spec, *, repeats: int = 3) -> Estimate:
         # Evaluation costs the same per example at any batch size: time a small batch, scale up.
         eval_batch, _ = _typical_batch(prepared.eval_dataset, prepared.collator,
                                        min(batch_size, len(prepared.eval_dataset)))
-        eval_pass = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn)
+        eval_pass = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn, precision=precision)
         # With caching only the first evaluation runs the frozen bottom (the pass above filled
         # the cache for this batch): later evaluations cost what a second pass costs.
-        eval_later = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn) if cached else eval_pass
+        eval_later = _timed_pass(model, eval_batch, backward=False, loss_fn=loss_fn, precision=precision) if cached else eval_pass
         per_step = _optimizer_step_seconds(model) + clip + batching   # what every step adds to its pass
     finally:
         model.zero_grad(set_to_none=True)
@@ -210,11 +218,12 @@ def _save_seconds(model, *, checkpoints: int) -> float:
     return per_byte * 4 * (checkpoints * (saved + 2 * trainable) + saved)
 
 
-def _bottom_seconds(model, batch) -> float:
+def _bottom_seconds(model, batch, precision: Precision = FP32) -> float:
     """Time the frozen bottom alone (embeddings + frozen blocks, no grad)."""
     probe_keys = [-1 - i for i in range(len(batch["input_ids"]))]
     start = time.perf_counter()
-    model._capture(batch["input_ids"], batch["attention_mask"], probe_keys)
+    with autocast(precision):
+        model._capture(batch["input_ids"], batch["attention_mask"], probe_keys)
     elapsed = time.perf_counter() - start
     for key in probe_keys:
         model.store.discard(key)

@@ -119,6 +119,7 @@ class TrainingJob:
 
     def _train(self, started: float) -> None:
         from studio.tasks import task_module
+        from studio.training.device import training_precision
         from studio.training.trainer import build_trainer, quiet_library_progress_bars
 
         quiet_library_progress_bars()
@@ -129,7 +130,7 @@ class TrainingJob:
         self._estimate()
         self.trainer = build_trainer(self.config, self.run, self.prepared, self.progress, self.stop_event,
                                      extra_callbacks=self.extra_callbacks)
-        self._report("Training")
+        self._report(f"Training in {training_precision(self.config.task).describe()}")
         checkpoint = self.run.last_checkpoint() if self.resume else None
         self.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         stopped = self.stop_event.is_set()
@@ -151,10 +152,12 @@ class TrainingJob:
 
     def _estimate(self) -> None:
         """Time a few real steps and publish the expected duration before training begins."""
+        from studio.training.device import training_precision
         from studio.training.estimate import estimate_training
         self._report("Measuring speed")
         try:
-            estimate = estimate_training(self.prepared, self.config.train)
+            estimate = estimate_training(self.prepared, self.config.train,
+                                         precision=training_precision(self.config.task))
         except Exception as exc:  # an estimate is a nicety; never fail a run over it
             log.warning("could not estimate training time: %s", exc)
             return

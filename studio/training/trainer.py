@@ -2,8 +2,8 @@
 
 This is where the studio's defaults for speed live: dynamic padding with length-grouped batches
 (transformers' grouping, or the studio's length buckets when the task asks: little compute is
-spent on padding), evaluation batched and only as often as asked, fp32 on CPUs without fast bf16,
-and no logging integrations.
+spent on padding), evaluation batched and only as often as asked, the number format that is fast on
+this machine (device.py), and no logging integrations.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ def _trainer_class(loss_fn, length_buckets: bool = False):
             loss_is_scaled_for_ga = False
 
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-                loss = loss_fn(model, inputs)
+                # Mixed precision reaches the model through accelerate wrapping `model.forward`
+                # in autocast; a task loss may call the model's parts directly, so it gets the
+                # same autocast here (a no-op in fp32).
+                with self.accelerator.autocast():
+                    loss = loss_fn(model, inputs)
                 return (loss, {"loss": loss}) if return_outputs else loss   # evaluation reads a dict
         base = TaskLossTrainer
     if length_buckets:
@@ -67,7 +71,7 @@ def build_trainer(config, run, prepared, progress, stop_event, *, extra_callback
     t = config.train
     per_epoch = steps_per_epoch(len(prepared.train_dataset), t.batch_size)
     total_steps = max(1, math.ceil(per_epoch * t.epochs))
-    precision = training_precision()
+    precision = training_precision(config.task)
     args = TrainingArguments(
         output_dir=str(run.checkpoints_dir),
         per_device_train_batch_size=t.batch_size,
