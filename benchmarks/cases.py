@@ -25,7 +25,10 @@ SHARED_DATA = Path("/work/shared/data")
 # Run order: the slow tutorial baseline last within a case, so a cut-short run has the others.
 CLASSIFY_TRAINERS = ("hf-tuned", "studio", "hf-tutorial")
 GENERATE_TRAINERS = ("hf-plain", "studio")
-TABLE_ORDER = ("hf-tutorial", "hf-tuned", "hf-plain", "studio")
+TABLE_ORDER = ("hf-tutorial", "hf-tuned", "hf-plain", "studio-fp32", "studio")
+# "studio-fp32" is the studio with STUDIO_CPU_BF16=0: on a CPU where the engine picks bf16 (AMX),
+# it shows what the number format alone is worth. Run only when asked for with --trainers.
+STUDIO_TRAINERS = ("studio", "studio-fp32")
 # Run order: the classroom size and generation first, so a long run has the headline rows early.
 DEFAULT_CASES = ["classify-1000-full", "classify-1000-freeze4", "generate-lora", "generate-full",
                  "classify-250-full", "classify-250-freeze4", "classify-4000-full", "classify-4000-freeze4"]
@@ -53,6 +56,11 @@ class Case:
     @property
     def trainers(self) -> tuple[str, ...]:
         return CLASSIFY_TRAINERS if self.task == "classify" else GENERATE_TRAINERS
+
+    def selected_trainers(self, wanted: set[str] | None) -> list[str]:
+        """The case's trainers that `wanted` names (all by default), then studio-fp32 if named."""
+        default = [t for t in self.trainers if wanted is None or t in wanted]
+        return default + ["studio-fp32"] * bool(wanted and "studio-fp32" in wanted)
 
     def to_dict(self) -> dict:
         return asdict(self)

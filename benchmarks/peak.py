@@ -11,17 +11,20 @@ import json
 import time
 
 
-def measure_peak(size: int = 2048, repeats: int = 10, warmup: int = 3) -> dict:
-    """Best-of-`repeats` GFLOP/s of an n x n fp32 matmul with torch's default thread count.
+def measure_peak(size: int = 2048, repeats: int = 10, warmup: int = 3, dtype: str = "fp32") -> dict:
+    """Best-of-`repeats` GFLOP/s of an n x n matmul (fp32, or "bf16") with torch's default
+    thread count. Measure bf16 only where the CPU has it (`has_fast_bf16`): elsewhere it is
+    emulated, hundreds of times slower, and a 2048² matmul takes minutes.
 
     The best (not the mean) is the peak: on a shared machine every slower repetition lost time to
     someone else, never gained it."""
     import torch
 
     torch.manual_seed(0)
-    a = torch.randn(size, size, dtype=torch.float32)
-    b = torch.randn(size, size, dtype=torch.float32)
-    out = torch.empty(size, size, dtype=torch.float32)
+    kind = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a = torch.randn(size, size, dtype=kind)
+    b = torch.randn(size, size, dtype=kind)
+    out = torch.empty(size, size, dtype=kind)
     for _ in range(warmup):
         torch.matmul(a, b, out=out)
     times = []
@@ -31,8 +34,14 @@ def measure_peak(size: int = 2048, repeats: int = 10, warmup: int = 3) -> dict:
         times.append(time.perf_counter() - start)
     flop = 2.0 * size ** 3
     best = min(times)
-    return {"gflops": round(flop / best / 1e9, 2), "size": size, "threads": torch.get_num_threads(),
+    return {"gflops": round(flop / best / 1e9, 2), "dtype": dtype, "size": size, "threads": torch.get_num_threads(),
             "best_seconds": round(best, 5), "median_gflops": round(flop / sorted(times)[len(times) // 2] / 1e9, 2)}
+
+
+def has_fast_bf16() -> bool:
+    """AMX or avx512_bf16 in /proc/cpuinfo: bf16 matmuls run in hardware."""
+    from studio.training.device import _cpu_flags
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
 
 
 if __name__ == "__main__":

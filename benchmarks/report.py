@@ -101,6 +101,12 @@ def _ratio(base: dict | None, row: dict, key: str, invert: bool = False) -> floa
     return base[key] / row[key] if invert else row[key] / base[key]
 
 
+def label(row: dict) -> str:
+    """The trainer's name, with its number format when that is not fp32: "studio (bf16)"."""
+    precision = row.get("precision")
+    return row["trainer"] + (f" ({precision})" if precision and precision != "fp32" else "")
+
+
 def tables(results: dict) -> str:
     """The markdown tables: classification, generation, estimates (when the engine gave any)."""
     peak = results["peak"]["gflops"]
@@ -125,17 +131,17 @@ def tables(results: dict) -> str:
                 ep = ", ".join(f"{p:.0f}%" for p in r.get("epoch_pct_of_first", [])) or "–"
                 tut = _ratio(_row(results, r["case"], "hf-tutorial"), r, "wall_s", invert=True)
                 tun = _ratio(_row(results, r["case"], "hf-tuned"), r, "wall_s", invert=True)
-                cls.append(f"| {r['case']} | {r['trainer']} | {_f(r['wall_s'])} "
+                cls.append(f"| {r['case']} | {label(r)} | {_f(r['wall_s'])} "
                            f"| {_f(r.get('compute_s'))} | {_f(r.get('samples_per_s'))} "
                            f"| {_f(r.get('gflops'))} | {pct} | {_f(r.get('max_rss_mib'), '{:.0f}')} "
                            f"| {_f(r.get('accuracy'), '{:.3f}')} | {ep} | {_f(tut, '{:.2f}x')} | {_f(tun, '{:.2f}x')} |")
             else:
                 plain = _ratio(_row(results, r["case"], "hf-plain"), r, "tokens_per_s")
-                gen.append(f"| {r['case']} | {r['trainer']} | {_f(r['wall_s'])} "
+                gen.append(f"| {r['case']} | {label(r)} | {_f(r['wall_s'])} "
                            f"| {_f(r.get('compute_s'))} | {_f(r.get('tokens_per_s'))} | {_f(r.get('gflops'))} "
                            f"| {pct} | {_f(r.get('max_rss_mib'), '{:.0f}')} | {_f(r.get('eval_loss'), '{:.3f}')} "
                            f"| {_f(plain, '{:.2f}x')} |")
-            split.append(f"| {r['case']} | {r['trainer']} | {_f(r['wall_s'])} | {_f(r.get('setup_s'))} "
+            split.append(f"| {r['case']} | {label(r)} | {_f(r['wall_s'])} | {_f(r.get('setup_s'))} "
                          f"| {_f(r.get('compute_s'))} | {_f(_sub(r.get('train_s'), r.get('compute_s')))} "
                          f"| {_f(_sub(r['wall_s'], r.get('setup_s'), r.get('train_s')))} "
                          f"| {_f(r.get('compute_cpu_s'))} | {_f(r.get('import_s'))} |")
@@ -146,7 +152,9 @@ def tables(results: dict) -> str:
                 est.append(f"| {r['case']} | {r['estimate_s']:.1f} | {_f(r.get('estimate_seen_at_s'))} "
                            f"| {_f(train)} | {terr} | {r['wall_s']:.1f} | {100 * err:+.0f}% |")
     parts = [f"Measured fp32 matmul peak: **{peak:.1f} GFLOP/s** "
-             f"({results['peak'].get('size', 2048)}², {results['peak'].get('threads')} threads)"]
+             f"({results['peak'].get('size', 2048)}², {results['peak'].get('threads')} threads)"
+             + (f"; bf16 (AMX / avx512_bf16): {results['peak_bf16']['gflops']:.1f} GFLOP/s, for reference"
+                if results.get("peak_bf16") else "")]
     if len(cls) > 2:
         parts.append("\n".join(cls))
     if len(gen) > 2:

@@ -13,6 +13,7 @@ stops calling Trainer callbacks (a custom loop), epoch times fall back to its pr
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,26 @@ def _epochs_from_records(records, train_begin: float | None, started: float) -> 
     return out
 
 
-def run(spec: dict) -> dict:
+def run(spec: dict, *, fp32: bool = False) -> dict:
+    """The case through the engine; `fp32` keeps it in fp32 on a CPU where it would pick bf16."""
+    if not fp32:
+        return _run(spec)
+    from studio.training.device import training_precision
+    before = os.environ.get("STUDIO_CPU_BF16")
+    os.environ["STUDIO_CPU_BF16"] = "0"
+    training_precision.cache_clear()
+    try:
+        return _run(spec)
+    finally:
+        if before is None:
+            os.environ.pop("STUDIO_CPU_BF16")
+        else:
+            os.environ["STUDIO_CPU_BF16"] = before
+        training_precision.cache_clear()
+
+
+def _run(spec: dict) -> dict:
+    from studio.training.device import training_precision
     from studio.training.manager import JobManager
     from studio.training.runs import RunStore
 
@@ -91,7 +111,7 @@ def run(spec: dict) -> dict:
         if not summary["epoch_s"]:
             summary.update(epoch_s=_epochs_from_records(snap.records, timing.train_begin, t0),
                            epoch_cpu_s=[], timing_source="progress records")
-        result = {**summary, "wall_s": round(wall, 3), "estimate_s": estimate, "estimate_seen_at_s": estimate_at,
+        result = {**summary, "precision": training_precision(case["task"]).dtype, "wall_s": round(wall, 3), "estimate_s": estimate, "estimate_seen_at_s": estimate_at,
                   "phases": phases,
                   "engine_wall_s": (job.final_metrics or {}).get("wall_time_seconds"),
                   **_throughput_reported(snap.records), **_model_facts(timing, case, spec)}

@@ -3,7 +3,7 @@
 A fresh process per trainer keeps them apart: its peak memory (ru_maxrss, the resident-set high
 water mark) is its own, no thread pool or allocator cache is inherited, and a crash costs one row.
 The spec (JSON) holds: case (Case.to_dict()), trainer ("hf-tutorial" | "hf-tuned" | "hf-plain" |
-"studio"), model (catalog name or folder, for the studio), model_folder (the resolved folder, for
+"studio" | "studio-fp32"), model (catalog name or folder, for the studio), model_folder (the resolved folder, for
 the baselines), train_path, test_path, work_dir, seed. The output JSON holds the measurements, or
 {"ok": false, "error": ...}. `run_spec` does the same in the calling process (used by --inprocess).
 """
@@ -17,6 +17,8 @@ import resource
 import sys
 import time
 import traceback
+
+from benchmarks.cases import STUDIO_TRAINERS
 
 # Offline and quiet, before transformers is imported anywhere.
 for _key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -46,9 +48,9 @@ def run_spec(spec: dict) -> dict:
     load_before = os.getloadavg()
     trainer, task = spec["trainer"], spec["case"]["task"]
     try:
-        if trainer == "studio":
+        if trainer in STUDIO_TRAINERS:
             from benchmarks.studio_run import run
-            result = run(spec)
+            result = run(spec, fp32=trainer == "studio-fp32")
         elif task == "classify":
             from benchmarks.baseline_hf import run_classify
             result = run_classify(spec)

@@ -48,6 +48,14 @@ def test_parse_case(name, task, n, method, depth, epochs):
     assert (c.task, c.n_train, c.method, c.freeze_depth, c.epochs) == (task, n, method, depth, epochs)
 
 
+def test_studio_fp32_runs_only_when_asked_for():
+    case = parse_case("generate-lora")
+    assert case.selected_trainers(None) == ["hf-plain", "studio"]
+    assert case.selected_trainers({"studio", "studio-fp32"}) == ["studio", "studio-fp32"]
+    row = {"trainer": "studio", "precision": "bf16"}
+    assert report.label(row) == "studio (bf16)" and report.label({**row, "precision": "fp32"}) == "studio"
+
+
 def test_parse_case_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown case"):
         parse_case("classify-ten-full")
