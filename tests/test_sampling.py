@@ -59,6 +59,20 @@ def test_positions_the_estimate_scales_by():
     assert train_positions_per_epoch(lengths, 4, length_buckets=False) >= 4 * (5 * 2 + 50 * 2)
 
 
+def test_the_estimates_batch_has_the_length_a_typical_position_sits_in():
+    """Ten 2-token examples and two 20-token ones: the mean length is 5, but 40 of the 60
+    positions sit in the long ones (sum L² / sum L = 14.0), so the timed batch is the long ones."""
+    from studio.training.estimate import _typical_batch
+    dataset = {"input_ids": [[1] * 2] * 10 + [[1] * 20] * 2}
+
+    class Rows(dict):
+        def __getitem__(self, key):
+            return {"input_ids": dataset["input_ids"][key]} if isinstance(key, int) else dataset[key]
+
+    batch, seconds = _typical_batch(Rows(dataset), lambda rows: {"lengths": [len(r["input_ids"]) for r in rows]}, 2)
+    assert batch["lengths"] == [20, 20] and seconds >= 0
+
+
 def test_estimate_counts_steps_evaluations_and_the_cached_bottom_once(tmp_path, tiny_bert):
     from conftest import tiny_config, write_tiny_csv
     from studio.tasks import classify

@@ -53,11 +53,19 @@ def format_duration(seconds: float) -> str:
 
 
 def _typical_batch(dataset, collator, size: int):
-    """`size` examples whose lengths are closest to the mean length (what length-grouped batches
-    look like), collated, and the seconds that took (rows fetched and padded, as every step does)."""
+    """`size` examples of the length a typical *position* sits in (what length-grouped batches
+    look like), collated, and the seconds that took (rows fetched and padded, as every step does).
+
+    The estimate scales this batch's cost per position to the whole run, and the cost per position
+    grows with the sequence (attention is quadratic; a long chat example is mostly answer, whose
+    output layer is the dearest part). Most positions sit in the longer examples, so the length
+    that represents them is the position-weighted mean, sum(L²) / sum(L), not the plain mean. On
+    the alpaca sample in bf16 this moved the estimate from 33% / 15% under the real training time
+    to 26% / 7% (SmolLM2 full / LoRA); classification, with its narrow spread of lengths, moved
+    by a few percent."""
     lengths = [len(ids) for ids in dataset["input_ids"]]
-    mean = sum(lengths) / max(1, len(lengths))
-    order = sorted(range(len(lengths)), key=lambda i: abs(lengths[i] - mean))[:size]
+    typical = sum(n * n for n in lengths) / max(1, sum(lengths))
+    order = sorted(range(len(lengths)), key=lambda i: abs(lengths[i] - typical))[:size]
     start = time.perf_counter()
     batch = collator([dataset[i] for i in order])
     return batch, time.perf_counter() - start
