@@ -40,8 +40,8 @@ def measure_peak(size: int = 2048, repeats: int = 10, warmup: int = 3, dtype: st
 
 def has_fast_bf16() -> bool:
     """AMX or avx512_bf16 in /proc/cpuinfo: bf16 matmuls run in hardware."""
-    from studio.training.device import _cpu_flags
-    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+    from studio.training.device import BF16_FLAGS, _cpu_flags
+    return bool(BF16_FLAGS & _cpu_flags())
 
 
 if __name__ == "__main__":

@@ -51,20 +51,21 @@ def _cpu_flags() -> set[str]:
 
 # Tasks whose models gained from bf16 on an AMX CPU in the benchmark (see above).
 CPU_BF16_TASKS = frozenset({"generate"})
+# CPU flags of bf16 in hardware: AMX tiles, or AVX-512 bf16 dot products.
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 def cpu_precision(flags: set[str], choice: str | None, task: str) -> Precision:
     """The CPU's format for `task` from its feature flags and STUDIO_CPU_BF16 (None, "0", "1")."""
-    fp32 = Precision("cpu", "fp32", "CPU without fast bf16: fp32 is the fast path here")
     if choice == "0":
         return Precision("cpu", "fp32", "fp32 asked for with STUDIO_CPU_BF16=0")
-    if choice == "1" and {"amx_bf16", "avx512_bf16"} & flags:
+    if choice == "1" and BF16_FLAGS & flags:
         return Precision("cpu", "bf16", "CPU with bf16 instructions, asked for with STUDIO_CPU_BF16=1")
     if "amx_bf16" in flags:
         if task in CPU_BF16_TASKS:
             return Precision("cpu", "bf16", "CPU with AMX bf16 tiles")
         return Precision("cpu", "fp32", "this model's matmuls are too small for bf16 to pay on a CPU")
-    return fp32
+    return Precision("cpu", "fp32", "CPU without fast bf16: fp32 is the fast path here")
 
 
 @lru_cache(maxsize=None)
