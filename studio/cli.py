@@ -52,9 +52,11 @@ def _follow(job) -> int:
                 estimate_shown = True
                 print(f"Expected duration: about {format_duration(snap.estimate_seconds)}", file=sys.stderr)
             if snap.max_steps and bar is None:
-                bar = tqdm(total=snap.max_steps, unit="step", dynamic_ncols=True, file=sys.stderr)
+                # Start the bar at the step already reached, so its rate counts only steps it saw
+                # happen (from 0 it reads thousands of steps/s for the steps done before it existed).
+                bar = tqdm(total=snap.max_steps, initial=snap.step, unit="step", dynamic_ncols=True,
+                           file=sys.stderr)
             if bar is not None:
-                bar.n = snap.step
                 losses = [r for r in snap.records if r.get("loss") is not None]
                 evals = [r for r in snap.records if r.get("eval_loss") is not None]
                 post = {}
@@ -66,7 +68,10 @@ def _follow(job) -> int:
                         if key in evals[-1]:
                             post["acc"] = f"{evals[-1][key]:.3f}"
                 bar.set_postfix(post, refresh=False)
-                bar.refresh()
+                if snap.step > bar.n:
+                    bar.update(snap.step - bar.n)   # redraws the bar
+                else:
+                    bar.refresh()
             elif snap.message and not snap.message.startswith("Expected duration"):
                 print(snap.message, file=sys.stderr)
         if snap.done:

@@ -20,11 +20,24 @@ def steps_per_epoch(n_examples: int, batch_size: int) -> int:
 
 def quiet_library_progress_bars() -> None:
     """transformers/datasets draw their own tqdm bars (loading weights, writing shards); the studio
-    reports progress itself, so those only clutter the terminal and server logs."""
+    reports progress itself, so those only clutter the terminal and server logs. Also drops one
+    warning that alarms without meaning anything here (see `_drop_mtime_warning`)."""
+    import logging
     from transformers.utils import logging as hf_logging
     import datasets
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    checkpoint_logger = logging.getLogger("transformers.trainer_utils")
+    if _drop_mtime_warning not in checkpoint_logger.filters:
+        checkpoint_logger.addFilter(_drop_mtime_warning)
+
+
+def _drop_mtime_warning(record) -> bool:
+    """transformers orders checkpoints by modification time and, when two were written less than a
+    second apart (a short run saving every epoch), warns "mtime may not be reliable on this
+    filesystem" and orders them by step number instead, which is right. Nothing is wrong with the
+    filesystem, so the warning is dropped."""
+    return "mtime may not be reliable" not in record.getMessage()
 
 
 def _trainer_class(loss_fn, length_buckets: bool = False):
