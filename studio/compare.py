@@ -51,6 +51,10 @@ class ClassifierPair:
         meta = run.model_meta()
         self.run = run
         self.config = run.config()
+        if meta.get("task") != "classify":
+            raise JobError(f"run {run.id} is not a classification run: it has no labels to predict.",
+                           hint="For a text generation run, ask for an answer instead "
+                                "(the Compare tab's chat, or `studio generate`).")
         self.labels: list[str] = meta["labels"]
         self.max_length = self.config.train.max_length
         from transformers import AutoModelForSequenceClassification

@@ -27,3 +27,18 @@ def test_score_compares_both_models_on_the_same_rows():
 def test_unknown_gold_labels_are_named():
     with pytest.raises(JobError, match="maybe"):
         score(["a", "b"], ["t"], ["maybe"], np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]))
+
+
+def test_a_generation_run_is_not_loaded_as_a_classifier(tmp_path):
+    """`studio predict` on a text generation run: a message, not a KeyError on 'labels'."""
+    import json
+    from studio.compare import ClassifierPair
+    from studio.config import RunConfig
+    from studio.training.runs import Run
+    run = Run(tmp_path / "20261202-000000-gen-0000")
+    (run.dir / "model").mkdir(parents=True)
+    RunConfig(task="generate", model="smollm2-135m-instruct").save(run.dir / "config.yaml")
+    (run.dir / "model" / "studio.json").write_text(json.dumps({"task": "generate"}))
+    (run.dir / "model" / "COMPLETE").write_text("ok")
+    with pytest.raises(JobError, match="not a classification run"):
+        ClassifierPair(run)
