@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -36,13 +36,16 @@ def setting(default: Any, help: str, *, min: float | None = None, max: float | N
 
 
 class _Validated:
-    """Checks each field against its metadata after creation; raises ConfigError naming the field."""
+    """Checks each field against its metadata after creation; raises ConfigError naming the field
+    the way the YAML spells it (`train.learning_rate`)."""
+
+    SECTION: ClassVar[str] = ""   # the YAML key this part sits under ("" for the top level)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             meta = f.metadata
-            where = f"{type(self).__name__.lower()}.{f.name}"
+            where = f"{self.SECTION}.{f.name}" if self.SECTION else f.name
             if value is None:
                 continue
             if meta.get("choices") and value not in meta["choices"]:
@@ -59,6 +62,7 @@ class _Validated:
 @dataclass
 class DataSpec(_Validated):
     """Where the examples come from and which columns hold what."""
+    SECTION = "data"
 
     path: str = setting("assets/samples/reviews.csv",
                         "The training file: CSV, TSV, JSON, JSONL, Parquet or XLSX.")
@@ -79,6 +83,7 @@ class DataSpec(_Validated):
 @dataclass
 class TrainSpec(_Validated):
     """How the model learns. Help texts are written for someone seeing these words first."""
+    SECTION = "train"
 
     method: str = setting(
         "freeze", "full: every weight learns. freeze: the bottom blocks stay as pretrained and only "
@@ -133,6 +138,7 @@ class TrainSpec(_Validated):
 @dataclass
 class GenerateSpec(_Validated):
     """Decoding settings for comparing base and tuned answers (generation task)."""
+    SECTION = "generate"
 
     max_new_tokens: int = setting(64, "Longest answer in tokens.", min=1, max=1024)
     temperature: float = setting(0.0, "0 is greedy (always the likeliest token); higher is more "
