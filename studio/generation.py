@@ -17,11 +17,14 @@ much more surprising than the base did, tuning overwrote some of what it knew.
 
 from __future__ import annotations
 
+import inspect
+
 import math
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -165,6 +168,18 @@ class GenerationPair:
         return self.loss_on(examples, which)
 
 
+def _cache_argument(model) -> str:
+    """The forward's name for the key/value cache: transformers 5.24 renamed `past_key_values` to
+    `cache` (the old name still works, with a FutureWarning on every token, until 5.40)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model   # under peft
+    return _cache_argument_of(type(base))
+
+
+@lru_cache(maxsize=None)
+def _cache_argument_of(model_class) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 class _Decoder:
     """One answer being generated token by token, with its own key/value cache."""
 
@@ -183,8 +198,8 @@ class _Decoder:
         import torch
         ids = self.prompt_ids if self.cache is None else self.new[-1:]
         with self.pair.use(self.which) as model, torch.inference_mode():
-            out = model(input_ids=torch.tensor([ids]), past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
+            out = model(input_ids=torch.tensor([ids]), use_cache=True, **{_cache_argument(model): self.cache})
+        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
         token = next_token(out.logits[0, -1], self.settings, self.generator)
         if token in self.pair.stop_ids:
             self.done = True

@@ -1,6 +1,7 @@
 """Instruction tuning on a tiny random Llama: masking, LoRA, a real job, base vs tuned answers."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -226,7 +227,9 @@ def test_base_and_tuned_answers_differ_after_training(lora_run):
     from studio.generation import load_pair
     pair = load_pair(lora_run.run)
     settings = GenerateSpec(max_new_tokens=len(TARGET) + 4)
-    both = pair.answer_both("What is your name?", settings)
+    with warnings.catch_warnings():   # the cache goes in under the name this transformers uses
+        warnings.simplefilter("error", FutureWarning)
+        both = pair.answer_both("What is your name?", settings)
     assert both["tuned"] == TARGET, both
     assert both["base"] != both["tuned"]
     steps = list(pair.stream("What is your name?", "tuned", settings))
