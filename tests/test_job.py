@@ -79,6 +79,8 @@ def test_stop_ends_training_within_one_step(tmp_path, tiny_bert, manager):
     snap = job.wait(60)
     assert snap.state == "stopped"
     assert snap.step <= step_at_stop + 1
+    assert not [r for r in snap.records if r.get("event") == "epoch_end"], \
+        "a stop part-way through epoch 1 is not an epoch boundary (the chart would mark one)"
     assert job.run.status()["state"] == "stopped"
     assert job.run.has_model(), "a stopped run keeps what it learned"
 

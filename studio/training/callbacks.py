@@ -65,6 +65,12 @@ class ProgressCallback(TrainerCallback):
         self._epoch_started = time.time()
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        # The Trainer also calls this when a run stops part-way through an epoch (Stop, early
+        # stopping between evaluations). That is not an epoch boundary: marking it would draw a
+        # second "epoch 1" line on the chart. Whole epochs and a run's planned end are marked.
+        epoch = state.epoch or 0.0
+        if abs(epoch - round(epoch)) > 1e-3 and epoch < args.num_train_epochs - 1e-3:
+            return
         # Training time of this epoch alone (evaluation and checkpointing come after this event).
         seconds = time.time() - getattr(self, "_epoch_started", time.time())
         self._emit({"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "event": "epoch_end",
