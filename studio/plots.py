@@ -78,12 +78,18 @@ def _x_range(fig: go.Figure, max_steps: int | None) -> None:
         fig.update_xaxes(range=[0, max_steps * 1.02])
 
 
-def loss_figure(records: Sequence[Mapping], max_steps: int | None = None, *, height: int = HEIGHT) -> go.Figure:
+# What an empty chart says once its run has ended: nothing more is coming, so not "waiting".
+ENDED_EMPTY = "The run ended before this was logged."
+
+
+def loss_figure(records: Sequence[Mapping], max_steps: int | None = None, *, height: int = HEIGHT,
+                ended: bool = False) -> go.Figure:
     """Training loss (line) and validation loss (markers + line) against step, epochs marked."""
     train_x, train_y = series(records, "loss")
     eval_x, eval_y = series(records, "eval_loss")
     if not train_x and not eval_x:
-        return empty_figure("Waiting for the first loss value…", title="Loss", height=height)
+        return empty_figure(ENDED_EMPTY if ended else "Waiting for the first loss value…", title="Loss",
+                            height=height)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=train_x, y=train_y, name="training loss", mode="lines+markers",
                              line={"color": TRAIN, "width": 2}, marker={"size": 4}))
@@ -98,29 +104,35 @@ METRIC_NAMES = {"eval_accuracy": "accuracy", "eval_macro_f1": "macro-F1"}
 
 
 def metric_figure(records: Sequence[Mapping], max_steps: int | None = None,
-                  keys: Mapping[str, str] = METRIC_NAMES, *, height: int = HEIGHT) -> go.Figure:
-    """Validation metrics (accuracy, macro-F1) against step, on a 0..1 axis."""
+                  keys: Mapping[str, str] = METRIC_NAMES, *, height: int = HEIGHT,
+                  ended: bool = False) -> go.Figure:
+    """Validation metrics (accuracy, macro-F1) against step, on a 0..1 axis. Later lines are
+    dashed and drawn thinner, so one that equals another (balanced classes often give the same
+    accuracy and macro-F1) still shows under it."""
     fig = go.Figure()
-    for (key, name), color in zip(keys.items(), (EVAL, METRIC_2, TRAIN)):
+    for i, ((key, name), color) in enumerate(zip(keys.items(), (EVAL, METRIC_2, TRAIN))):
         xs, ys = series(records, key)
         if xs:
             fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers",
-                                     line={"color": color, "width": 2}, marker={"size": 8}))
+                                     line={"color": color, "width": 3 if i == 0 else 2,
+                                           "dash": "solid" if i == 0 else "dot"},
+                                     marker={"size": 9 if i == 0 else 6}))
     if not fig.data:
-        return empty_figure("Scores appear after the first evaluation.", title="Validation scores",
-                            height=height)
+        return empty_figure(ENDED_EMPTY if ended else "Scores appear after the first evaluation.",
+                            title="Validation scores", height=height)
     _mark_epochs(fig, records)
     _x_range(fig, max_steps)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return _layout(fig, title="Validation scores (higher is better)", x="step", y="score", height=height)
 
 
-def lr_figure(records: Sequence[Mapping], max_steps: int | None = None, *, height: int = HEIGHT) -> go.Figure:
+def lr_figure(records: Sequence[Mapping], max_steps: int | None = None, *, height: int = HEIGHT,
+              ended: bool = False) -> go.Figure:
     """The learning rate the optimizer used at each logged step (warmup ramp, then decay)."""
     xs, ys = series(records, "learning_rate")
     if not xs:
-        return empty_figure("The learning-rate schedule appears with the first step.", title="Learning rate",
-                            height=height)
+        return empty_figure(ENDED_EMPTY if ended else "The learning-rate schedule appears with the first step.",
+                            title="Learning rate", height=height)
     fig = go.Figure(go.Scatter(x=xs, y=ys, name="learning rate", mode="lines",
                                line={"color": METRIC_2, "width": 2}, fill="tozeroy",
                                fillcolor="rgba(13,148,136,0.08)"))

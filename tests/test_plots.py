@@ -142,6 +142,17 @@ def test_final_markdown():
     text = mv.final_markdown({"wall_time_seconds": 65, "eval": {"accuracy": 0.9, "macro_f1": 0.85}})
     assert "1:05" in text and "90.0%" in text and "85.0%" in text
     assert mv.final_markdown(None) == ""
+    stopped = mv.final_markdown({"state": "stopped", "wall_time_seconds": 20})
+    assert "0:20" in stopped and "Final scores" not in stopped and "no final scores" in stopped
+
+
+def test_empty_charts_of_an_ended_run_do_not_say_waiting():
+    from studio import plots
+    def text(fig):
+        return " ".join(a.text for a in fig.layout.annotations)
+    assert "Waiting" in text(plots.loss_figure([]))
+    for figure in (plots.loss_figure, plots.metric_figure, plots.lr_figure):
+        assert "ended before" in text(figure([], ended=True)), figure.__name__
 
 
 def test_coerce_train_casts_ui_values_to_field_types():

@@ -68,11 +68,12 @@ def render(ctx: AppContext, owner: str, shown: int | None, *, force: bool = Fals
         lines.append(final_markdown(run.final_metrics()))
     return ["\n\n".join(line for line in lines if line), overfitting_note(records) or "",
             gr.update(interactive=job is not None and not snap.done),
-            plots.loss_figure(records, max_steps, height=LOSS_HEIGHT),
-            plots.metric_figure(records, max_steps, height=SMALL_HEIGHT) if status.get("task") != "generate"
-            else plots.empty_figure("Text generation has no accuracy: its score is the validation loss "
-                                    "above (lower is better).", title="Validation scores", height=SMALL_HEIGHT),
-            plots.lr_figure(records, max_steps, height=SMALL_HEIGHT), runs, snap.version,
+            plots.loss_figure(records, max_steps, height=LOSS_HEIGHT, ended=snap.done),
+            plots.metric_figure(records, max_steps, height=SMALL_HEIGHT, ended=snap.done)
+            if status.get("task") != "generate"
+            else plots.empty_figure("Text generation is scored by its validation loss (above).",
+                                    title="Validation scores", height=SMALL_HEIGHT),
+            plots.lr_figure(records, max_steps, height=SMALL_HEIGHT, ended=snap.done), runs, snap.version,
             gr.Timer(active=not snap.done) if (snap.done or force) else gr.skip()]
 
 

@@ -110,13 +110,17 @@ def final_markdown(final: Mapping | None) -> str:
     """The end-of-run scores from metrics.json (accuracy, macro-F1, wall time)."""
     if not final:
         return ""
-    parts = [f"**Wall time** {format_duration(final.get('wall_time_seconds'))}"]
+    wall = f"**Wall time** {format_duration(final.get('wall_time_seconds'))}"
     scores = final.get("eval") or {}
+    parts = []
     for key, label in (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"), ("loss", "Validation loss")):
         if isinstance(scores.get(key), (int, float)):
             value = scores[key]
             parts.append(f"**{label}** {value:.1%}" if key != "loss" else f"**{label}** {value:.4f}")
-    return "Final scores on the validation set: " + " · ".join(parts)
+    if not parts:   # a stopped run keeps its model but skips the final evaluation
+        return (f"{wall} · no final scores: the run ended before its final evaluation "
+                "(the Compare tab can still score what it learned).")
+    return "Final scores on the validation set: " + " · ".join(parts + [wall])
 
 
 def snapshot_from_run(run) -> Snapshot:
