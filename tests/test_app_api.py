@@ -237,3 +237,17 @@ def test_ui_modules_keep_no_per_user_state_at_module_level():
     assert not found, f"module-level state in UI modules: {found}"
     first, second = AppContext(), AppContext()
     assert first.session(first.new_owner()) is not second.session(second.new_owner())
+
+
+def test_a_model_picked_but_not_loaded_is_marked_not_in_use(tmp_path):
+    """Picking another catalog model changes nothing until Load model: the card says so and names
+    the model still in use (it used to show the old model's card as if the pick had applied)."""
+    from studio.ui.model_tab import card_markdown
+    from studio.ui.session import AppContext
+    ctx = AppContext(workspace=tmp_path / "ws")
+    ctx.skeletons.info("minilm")
+    loaded = card_markdown(ctx, "minilm", in_use="minilm")
+    assert "✓ Loaded" in loaded and "Not in use" not in loaded
+    picked = card_markdown(ctx, "smollm2-135m-instruct", in_use="minilm")
+    assert "Not in use yet" in picked and "✓ Loaded" not in picked
+    assert "all-MiniLM-L6-v2" in picked and "Load model" in picked

@@ -229,9 +229,11 @@ def test_generation_from_smollm2_to_side_by_side_answers(browser, url):
     page.locator("#model-task label", has_text="Generate text").click()
     page.wait_for_function("() => document.querySelector('#model-catalog input')?.value.includes('SmolLM2')")
     page.click("#model-load")
-    wait_text(page, "#model-card", "SmolLM2", timeout=180)      # the card showed MiniLM before
-    wait_text(page, "#model-card", "text generation")
-    assert "✓ Loaded" in page.inner_text("#model-card")
+    # Picking SmolLM2 shows its card as not in use yet; Load model applies it.
+    page.wait_for_function("() => { const t = document.querySelector('#model-card')?.innerText || '';"
+                           " return t.includes('SmolLM2') && t.includes('✓ Loaded'); }", timeout=180_000)
+    card = page.inner_text("#model-card")
+    assert "SmolLM2" in card and "text generation" in card and "Not in use" not in card
 
     open_tab(page, "② Data")
     page.wait_for_function("() => document.querySelector('#data-sample input')?.value.includes('Identity')")

@@ -50,14 +50,24 @@ def catalog_choices(task: str) -> list[tuple[str, str]]:
     return [(e.describe(), e.name) for e in CATALOG.values() if e.task == task]
 
 
-def card_markdown(ctx: AppContext, spec: str) -> str:
-    """The model card: what it is, and whether its structure is loaded."""
+def card_markdown(ctx: AppContext, spec: str, *, in_use: str | None = None) -> str:
+    """The model card: what it is, and whether it is the model the studio uses. `in_use` is the
+    session's current model when `spec` is only picked in the form, not loaded: the card then
+    says so (without this, picking another model looked as if it had been applied)."""
     info = ctx.skeletons.cached_info(spec)
     entry = CATALOG.get(spec)
     title = entry.title if entry else spec
+    pending = in_use is not None and in_use != spec
+    if pending:
+        current = CATALOG[in_use].title if in_use in CATALOG else in_use
+        status = (f"<span class='pill pill-idle'>Not in use yet</span> Press **Load model** to use it; "
+                  f"until then the studio uses **{current}**.")
+    elif info is None:
+        status = "<span class='pill pill-idle'>Not loaded yet</span>\n\nPress **Load model** to read its configuration."
+    else:
+        status = "<span class='pill pill-ok'>✓ Loaded</span> structure read; the weights load when training starts."
     if info is None:
-        return (f"### {title}\n\n<span class='pill pill-idle'>Not loaded yet</span>\n\n"
-                "Press **Load model** to read its configuration.")
+        return f"### {title}\n\n{status}"
     s = info.summary
     source = entry.source + (" (offline)" if entry.offline else "") if entry else (info.folder or "Hugging Face hub")
     rows = [("Architecture", s.get("architecture")), ("Parameters", human(info.params)),
@@ -66,8 +76,7 @@ def card_markdown(ctx: AppContext, spec: str) -> str:
             ("Longest input", f"{s['max_length']:,} tokens" if s.get("max_length") else "?"),
             ("Task", TASK_WORDS.get(info.task, info.task)), ("Comes from", source)]
     table = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
-    return (f"### {title}\n\n<span class='pill pill-ok'>✓ Loaded</span> structure read; the weights load "
-            f"when training starts.\n\n<table class='kv'>{table}</table>")
+    return f"### {title}\n\n{status}\n\n<table class='kv'>{table}</table>"
 
 
 def spec_from(source: str, catalog_name: str, hub_id: str, folder: str) -> str:
@@ -126,7 +135,18 @@ def build_model_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> M
         except Exception as exc:
             return gr.skip(), gr.skip(), controls.warn(exc)
 
+    def picked(request: gr.Request, owner_token, choice, name):
+        """A catalog model picked in the form (or offered by the task switch): show its card,
+        marked as not in use until Load model applies it."""
+        try:
+            token = ctx.owner_for(owner_token, getattr(request, "session_hash", None))
+            spec = spec_from(choice, name, "", "")
+            return card_markdown(ctx, spec, in_use=ctx.session(token).model) if spec else gr.skip()
+        except Exception:   # the card is a courtesy; Load model reports real problems
+            return gr.skip()
+
     task.input(pick_task, task, catalog, api_visibility="private")
+    catalog.change(picked, [owner, source, catalog], card, api_visibility="private")
     source.change(switch, source, [catalog, hub_id, folder], api_visibility="private")
     load.click(load_model, [owner, source, catalog, hub_id, folder], [card, task, message],
                api_visibility="private")
