@@ -8,12 +8,13 @@ No gradio here, so the same code path is exercised by the browser, gradio_client
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 from pathlib import Path
 
 from studio.config import DataSpec, RunConfig, TrainSpec
-from studio.errors import ConfigError, JobError
+from studio.errors import ConfigError, DataError, JobError
 from studio.ui.session import SAMPLES_DIR, AppContext, Session
 
 
@@ -35,16 +36,32 @@ def spec_path(path: Path) -> str:
         return str(path)
 
 
+@contextlib.contextmanager
+def checking(sess: Session):
+    """Around reading or checking data: until the block succeeds the session has no usable data,
+    and when it fails the session keeps the reason (`data_problem`). So the Train tab, Start and
+    the API never use a table the Data tab has just refused, nor an older one it no longer shows."""
+    sess.data = sess.stats = sess.gen = None
+    try:
+        yield
+    except Exception as exc:
+        sess.data_problem = getattr(exc, "user_message", None) or f"{type(exc).__name__}: {exc}"
+        raise
+    sess.data_problem = None
+
+
 def read_source(ctx: AppContext, owner: str, source: str):
     """Read a table for the preview and column pickers and remember it in the session (the
-    columns are detected, and the split made, by `prepare_data`). Returns the DataFrame."""
+    columns are detected, and the split made, by `prepare_data`). Returns the DataFrame.
+    A file that cannot be read leaves the session with no table at all (and the reason)."""
     from studio.data import read_table
     sess = ctx.session(owner)
-    path = ctx.data_path(owner, source)
-    frame = read_table(path)
-    sess.frame, sess.data, sess.stats, sess.gen = frame, None, None, None
-    sess.data_spec = DataSpec(path=spec_path(path))
-    return frame
+    with checking(sess):
+        sess.frame = sess.data_spec = None          # the old table is replaced, whatever happens
+        path = ctx.data_path(owner, source)
+        sess.frame = read_table(path)
+        sess.data_spec = DataSpec(path=spec_path(path))
+    return sess.frame
 
 
 def prepare_data(ctx: AppContext, owner: str, *, text_column: str | None = None,
@@ -55,15 +72,16 @@ def prepare_data(ctx: AppContext, owner: str, *, text_column: str | None = None,
     sess = ctx.session(owner)
     if sess.data_spec is None:
         raise JobError("no data is loaded yet.", hint="Upload a file or pick a sample first.")
-    val_path = spec_path(ctx.data_path(owner, validation_source)) if validation_source else None
-    spec = DataSpec(path=sess.data_spec.path, validation_path=val_path, text_column=text_column or None,
-                    label_column=label_column or None, validation_split=float(validation_split),
-                    max_rows=int(max_rows) if max_rows else None)
-    data = load_classification(spec, seed=TrainSpec().seed)
-    # Pin the detected columns, so the run trains on exactly what the user saw here.
-    spec = dataclasses.replace(spec, text_column=data.text_column, label_column=data.label_column)
-    sess.data_spec, sess.data = spec, data
-    sess.stats = compute_stats(data, count_tokens=token_counter(ctx, sess.model), max_length=sess.max_length)
+    with checking(sess):
+        val_path = spec_path(ctx.data_path(owner, validation_source)) if validation_source else None
+        spec = DataSpec(path=sess.data_spec.path, validation_path=val_path, text_column=text_column or None,
+                        label_column=label_column or None, validation_split=float(validation_split),
+                        max_rows=int(max_rows) if max_rows else None)
+        data = load_classification(spec, seed=TrainSpec().seed)
+        # Pin the detected columns, so the run trains on exactly what the user saw here.
+        spec = dataclasses.replace(spec, text_column=data.text_column, label_column=data.label_column)
+        stats = compute_stats(data, count_tokens=token_counter(ctx, sess.model), max_length=sess.max_length)
+        sess.data_spec, sess.data, sess.stats = spec, data, stats
     return sess
 
 
@@ -95,6 +113,26 @@ def default_data(task: str) -> DataSpec:
     return DataSpec(path="assets/samples/identity.jsonl") if task == "generate" else DataSpec()
 
 
+def data_problem(sess: Session) -> str | None:
+    """Why the session's data cannot be trained on (None: it can). Nothing chosen is fine: the
+    run then uses the bundled sample."""
+    if sess.data_problem:
+        return sess.data_problem
+    if sess.data_spec is not None and not sess.has_data:
+        return f"{Path(sess.data_spec.path).name} has not been checked yet."
+    return None
+
+
+def training_data(sess: Session, task: str | None = None) -> DataSpec:
+    """The data a run from this session trains on: what the Data tab checked, else the bundled
+    sample of `task` (default: the session's). Refused while the Data tab shows a problem."""
+    problem = data_problem(sess)
+    if problem:
+        raise DataError(f"the data cannot be used yet: {problem}",
+                        hint="Fix it on the Data tab, then start again.")
+    return sess.data_spec or default_data(task or sess.task)
+
+
 def coerce_train(values: dict) -> TrainSpec:
     """Build a TrainSpec from UI values: sliders send floats, so each value is cast to its field's
     declared type. Unknown keys are ignored, missing or empty ones keep their defaults."""
@@ -115,7 +153,7 @@ def coerce_train(values: dict) -> TrainSpec:
 def build_config(ctx: AppContext, owner: str, train: dict, name: str | None = None) -> RunConfig:
     """The run the Train tab describes: session model and data, these training settings."""
     sess = ctx.session(owner)
-    data = sess.data_spec or default_data(sess.task)
+    data = training_data(sess)
     spec = coerce_train(train)
     info = ctx.skeletons.cached_info(sess.model)
     if spec.method == "freeze" and info is not None and spec.freeze_depth > info.blocks:
@@ -138,7 +176,7 @@ def config_from_yaml(ctx: AppContext, owner: str, text: str) -> RunConfig:
     raw.setdefault("task", sess.task)
     raw.setdefault("model", sess.model)
     if "data" not in raw:
-        raw["data"] = dataclasses.asdict(sess.data_spec or default_data(raw["task"]))
+        raw["data"] = dataclasses.asdict(training_data(sess, raw["task"]))
     if not raw.get("name"):          # runs are listed by name: default to the data file's
         data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
         raw["name"] = Path(str(data.get("path") or DataSpec().path)).stem

@@ -121,12 +121,20 @@ def text(name: str) -> str:
     return _TEXTS[name]
 
 
-def warn(exc: Exception) -> str:
+def readable(exc, labels: dict | None = None) -> str:
+    """A StudioError's message with its place ("train.learning_rate") said the way the page
+    says it ("Learning rate"), when `labels` (field name -> label) knows the field."""
+    label = (labels or {}).get(exc.where.rsplit(".", 1)[-1]) if exc.where else None
+    return f"{label}: {exc.message} {exc.hint}".strip() if label else exc.user_message
+
+
+def warn(exc: Exception, labels: dict | None = None) -> str:
     """Show a StudioError as a toast and return it as markdown for the message box next to the
-    control. Anything else is a bug: shown without a traceback, logged in full by gradio."""
+    control (fields named by their `labels`, see `readable`). Anything else is a bug: shown
+    without a traceback, logged in full by gradio."""
     from studio.errors import StudioError
     if isinstance(exc, StudioError):
-        message = exc.user_message
+        message = readable(exc, labels)
     else:
         logging.getLogger("studio.ui").error("unexpected error in a handler", exc_info=exc)
         message = f"Something went wrong inside the studio ({type(exc).__name__}: {exc})."

@@ -68,7 +68,9 @@ def table_values(sess: Session) -> list:
     """Summary, preview and column pickers for the session's table."""
     frame = sess.frame
     if frame is None:
-        return ["Pick a sample or upload a file to begin.", gr.update(value=None, visible=False),
+        begin = ("**Nothing is loaded**: the last file could not be read (see the message). Pick a sample "
+                 "or upload another file." if sess.data_problem else "Pick a sample or upload a file to begin.")
+        return [begin, gr.update(value=None, visible=False),
                 gr.update(choices=[], value=None), gr.update(choices=[], value=None),
                 *data_gen.picker_values(sess)]
     source = frame.attrs.get("source") or Path(sess.data_spec.path).name
@@ -195,11 +197,11 @@ def build_data_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> Da
     def load(owner_token, source, share, rows, val_file):
         """Read a table, fill the pickers from detection, then check it with those columns."""
         task = ctx.peek(owner_token).task
+        sess = ctx.session(owner_token)
         try:
             actions.read_source(ctx, owner_token, source)
-        except Exception as exc:
-            return [*[gr.skip()] * n_table, *empty_checks(task), controls.warn(exc)]
-        sess = ctx.session(owner_token)
+        except Exception as exc:     # the old table is gone from the session: show that, not it
+            return [*table_values(sess), *empty_checks(task), controls.warn(exc)]
         try:
             prepare(owner_token, dict(share=share, rows=rows, validation=val_file))
             return [*table_values(sess), *check_values(sess), ""]

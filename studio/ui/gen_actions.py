@@ -40,18 +40,18 @@ def prepare(ctx: AppContext, owner: str, *, format: str = "auto", prompt_column:
     sess = ctx.session(owner)
     if sess.data_spec is None:
         raise JobError("no data is loaded yet.", hint="Upload a file or pick a sample first.")
-    val_path = actions.spec_path(ctx.data_path(owner, validation_source)) if validation_source else None
-    spec = DataSpec(path=sess.data_spec.path, validation_path=val_path, format=format or "auto",
-                    prompt_column=prompt_column or None, response_column=response_column or None,
-                    validation_split=float(validation_split), max_rows=int(max_rows) if max_rows else None)
-    sess.gen = None
-    result = summarize(spec, tokenizer_for(ctx, sess.model), sess.max_length, seed=TrainSpec().seed)
-    cols = result["data"].columns
-    # Pin what was detected, so the run trains on exactly what the user saw here.
-    pinned = (cols.text, None) if cols.format == "chat" else (cols.prompt, cols.response)
-    sess.data_spec = dataclasses.replace(spec, format=cols.format, prompt_column=pinned[0],
-                                         response_column=pinned[1])
-    sess.gen = result
+    with actions.checking(sess):          # a failed check leaves no usable data, and says why
+        val_path = actions.spec_path(ctx.data_path(owner, validation_source)) if validation_source else None
+        spec = DataSpec(path=sess.data_spec.path, validation_path=val_path, format=format or "auto",
+                        prompt_column=prompt_column or None, response_column=response_column or None,
+                        validation_split=float(validation_split), max_rows=int(max_rows) if max_rows else None)
+        result = summarize(spec, tokenizer_for(ctx, sess.model), sess.max_length, seed=TrainSpec().seed)
+        cols = result["data"].columns
+        # Pin what was detected, so the run trains on exactly what the user saw here.
+        pinned = (cols.text, None) if cols.format == "chat" else (cols.prompt, cols.response)
+        sess.data_spec = dataclasses.replace(spec, format=cols.format, prompt_column=pinned[0],
+                                             response_column=pinned[1])
+        sess.gen = result
     return sess
 
 

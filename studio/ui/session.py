@@ -42,6 +42,9 @@ class Session:
     data: object | None = None           # studio.data.ClassificationData
     stats: object | None = None          # studio.data.DataStats
     gen: dict | None = None              # generation data: studio.gendata.summarize(...) result
+    # Why the file last chosen on the Data tab cannot be used (read or check failed). While set,
+    # the Train tab says so and Start refuses, rather than training on older or bundled data.
+    data_problem: str | None = None
     watching: str | None = None          # job / run id the Monitor follows
     last_seen: float = field(default_factory=time.time)
 
@@ -55,8 +58,8 @@ class Session:
         return (self.gen if self.task == "generate" else self.data) is not None
 
     def clear_data(self) -> None:
-        """Forget the loaded data (a new task needs data of another shape)."""
-        self.data_spec = self.frame = self.data = self.stats = self.gen = None
+        """Forget the loaded data (a new task needs data of another shape) and any problem with it."""
+        self.data_spec = self.frame = self.data = self.stats = self.gen = self.data_problem = None
 
     def use(self, model: str | None = None, task: str | None = None) -> None:
         """Switch to `model` and/or `task`; data loaded for the other task is forgotten."""

@@ -8,6 +8,7 @@ switches the preset list and applies the task's first preset.
 from __future__ import annotations
 
 import functools
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ GEN_PRESETS = {
                          "batch_size": 8, "max_length": 256}),
 }
 DEFAULT_PRESET = {"classify": "Balanced", "generate": "Teach it fast"}
+CUSTOM = "Custom: these settings are no preset's any more. Pick one to start from it again."
 
 
 def presets(task: str) -> dict:
@@ -70,6 +72,18 @@ def preset_values(task: str, choice: str, blocks: int) -> dict:
     if "freeze_from_top" in values:
         values["freeze_depth"] = max(0, blocks - values.pop("freeze_from_top"))
     return values
+
+
+def preset_holds(task: str, choice: str, blocks: int, values: dict) -> bool:
+    """Whether `values` still are what preset `choice` sets (the settings it leaves alone, such as
+    the batch size, may be anything). Numbers from the page are floats: compared loosely."""
+    def same(want, have) -> bool:
+        try:
+            return math.isclose(float(have), float(want), rel_tol=1e-6)
+        except (TypeError, ValueError):      # a word ("freeze"), or nothing at all
+            return want == have
+    wanted = preset_values(task, choice, blocks)
+    return bool(wanted) and all(same(v, values.get(k)) for k, v in wanted.items() if k in values)
 
 
 @dataclass
@@ -115,6 +129,9 @@ def data_note(ctx: AppContext, owner: str | None) -> str:
 
 
 def _data_line(sess) -> str:
+    problem = actions.data_problem(sess)
+    if problem:        # the same check Start makes, so the line and the button always agree
+        return f"⚠ not usable yet. {problem} Fix it on the **Data** tab before starting."
     if sess.task == "generate":
         if sess.gen is None:
             return "the bundled identity sample (pick other data on the **Data** tab)."
@@ -172,9 +189,14 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
     shown_task = gr.State("classify")
     tab = TrainTab(settings, preset, name, diagram, trainable, note, shown_task, start, stop, message)
     names = list(settings)
+    labels = {n: c.label for n, c in settings.items()}     # errors name a field as the page does
 
     def values_of(data: dict) -> dict:
         return {n: data[settings[n]] for n in names}
+
+    def blocks_now(sess) -> int:
+        info = ctx.skeletons.cached_info(sess.model)
+        return info.blocks if info else 6
 
     def redraw(data: dict):
         return diagram_values(ctx, data[owner], values_of(data))
@@ -183,9 +205,16 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
         sess = ctx.peek(owner_token)
         if choice not in presets(sess.task):
             return [gr.skip()] * (1 + len(names))
-        info = ctx.skeletons.cached_info(sess.model)
-        values = preset_values(sess.task, choice, info.blocks if info else 6)
+        values = preset_values(sess.task, choice, blocks_now(sess))
         return [gr.update(info=presets(sess.task)[choice][0]), *[values.get(n, gr.skip()) for n in names]]
+
+    def match_preset(data: dict):
+        """A setting was edited by hand: the preset stays while its settings still hold; after
+        that no preset is selected and its text says the settings are custom."""
+        sess, choice = ctx.peek(data[owner]), data[preset]
+        if not choice or preset_holds(sess.task, choice, blocks_now(sess), values_of(data)):
+            return gr.skip()
+        return gr.update(value=None, info=CUSTOM)
 
     def on_select(data: dict):
         """Opening the tab: fit the freeze slider to the model, redraw, describe the data. After
@@ -215,7 +244,7 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
             config = actions.build_config(ctx, data[owner], values_of(data), data[name])
             job = actions.start(ctx, data[owner], config)
         except Exception as exc:
-            return controls.warn(exc), gr.skip(), gr.skip(), gr.skip()
+            return controls.warn(exc, labels), gr.skip(), gr.skip(), gr.skip()
         text = controls.note(f"Started run <code>{job.id}</code>. Follow it on the Monitor tab.")
         return text, gr.Timer(active=True), -1, gr.Tabs(selected="monitor")
 
@@ -223,12 +252,21 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
         try:
             config = actions.build_config(ctx, data[owner], values_of(data), data[name])
         except Exception as exc:
-            controls.warn(exc)
+            controls.warn(exc, labels)
             return gr.skip(), gr.skip()
         folder = Path(tempfile.mkdtemp(prefix="studio-export-"))
         path = folder / f"{config.name or 'run'}.yaml"
         path.write_text(config.to_yaml(), encoding="utf-8")
         return gr.File(value=str(path), visible=True), gr.Code(value=config.to_yaml(), visible=True)
+
+    def clear_message():
+        """Start's first step, with no inputs so nothing can fail before it: the old note goes,
+        and an error gradio raises next (a number out of range) does not sit on top of it."""
+        return ""
+
+    def forget_export():
+        """The settings changed: the exported YAML no longer describes this run, so it goes."""
+        return gr.update(value=None, visible=False), gr.update(value=None, visible=False)
 
     def show_for_method(method):
         return gr.update(visible=method == "freeze"), gr.update(visible=method == "lora")
@@ -245,10 +283,19 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
                               **private)
     gr.on([settings[n].change for n in DIAGRAM], own(redraw, owner=owner), everything, [diagram, trainable],
           show_progress="hidden", **private)
-    start.click(own(on_start, owner=owner), everything, [message, shared.timer, shared.shown, shared.tabs],
-                concurrency_limit=None, **private)
+    # Hand edits only (.input, not .change: applying a preset changes the values too). Number boxes
+    # report when left: an "input" per keystroke would flag a half-typed "0" as out of range.
+    edits = [c.blur if isinstance(c, gr.Number) else c.input for c in settings.values()]
+    gr.on(edits, own(match_preset, owner=owner), {owner, preset, *settings.values()}, preset,
+          show_progress="hidden", trigger_mode="always_last", **private)
+    start.click(clear_message, None, message, show_progress="hidden", queue=False, **private).then(
+        own(on_start, owner=owner), everything, [message, shared.timer, shared.shown, shared.tabs],
+        concurrency_limit=None, **private)
     stop.click(own(functools.partial(controls.stop_job, ctx)), owner, message, **private)
     export.click(own(on_export, owner=owner), everything, [export_file, export_text], **private)
+    # Opening the tab counts too: the data may have changed on the Data tab meanwhile.
+    gr.on([*(settings[n].change for n in names), name.change, page.select], forget_export, None,
+          [export_file, export_text], show_progress="hidden", queue=False, **private)
     settings["max_length"].change(own(remember_length), [owner, settings["max_length"]], None, **private)
     page.select(own(on_select, owner=owner), everything,
                 [settings["freeze_depth"], *others, preset, shown_task, diagram, trainable, note], **private)
