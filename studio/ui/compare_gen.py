@@ -2,7 +2,9 @@
 
 Four parts, all over `gen_actions` (no model code here):
 - one prompt, both answers streamed as they grow (a generator handler over `stream_both`);
-- a two-column chat: one input, both models reply, each keeps its own history;
+- a two-column chat: one input, both models reply, each keeps its own history (one turn at a
+  time: the box is cleared once when a message is taken, and a message sent while both still
+  answer stays in the box with a note, instead of vanishing);
 - the validation prompts answered by both, next to the reference, with loss and perplexity;
 - the forgetting check: perplexity of both on general English text, in one plain sentence.
 The Compare tab shows this panel when the picked run is a generation run.
@@ -23,6 +25,7 @@ from studio.ui.session import AppContext
 METRICS = {"eval_loss": "validation loss", "perplexity": "perplexity"}
 EXAMPLE_COLUMNS = {"prompt": "prompt", "reference": "reference answer", "base": "base model says",
                    "tuned": "fine-tuned says"}
+WAIT = "Both models are still answering. Your message stays in the box: send it when they are done."
 
 
 @dataclass
@@ -39,6 +42,17 @@ class GenerationPanel:
     examples: gr.Dataframe
     forget: gr.Button
     forget_text: gr.Markdown
+    message: gr.HTML
+
+    def answers(self) -> list:
+        """What shows one run's answers: blanked (`blank()`) when another run is picked."""
+        return [self.base, self.tuned, self.chat_base, self.chat_tuned, self.summary, self.examples,
+                self.forget_text, self.message]
+
+    @staticmethod
+    def blank() -> list:
+        hidden = gr.update(value=None, visible=False)
+        return ["", "", [], [], hidden, hidden, "", ""]
 
 
 def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +66,7 @@ def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
 def forgetting_markdown(report) -> str:
     return (f"**Perplexity on general English text** (how surprised a model is by ordinary text; lower is "
             f"better): base **{report.base_perplexity:.2f}**, fine-tuned **{report.tuned_perplexity:.2f}** "
-            f"({report.change:+.1%}).\n\n"
+            f"({gen_actions.percent(report.change, sign=True)}).\n\n"
             + gen_actions.forgetting_sentence(report.base_perplexity, report.tuned_perplexity))
 
 
@@ -83,6 +97,7 @@ def build_generation_panel(ctx: AppContext, owner: gr.BrowserState, run: gr.Drop
             say = gr.Textbox(show_label=False, placeholder="Say something to both…", scale=5,
                              elem_id="compare-chat-input")
             send = gr.Button("Send", variant="primary", scale=1, elem_id="compare-chat-send")
+            answering = gr.State(False)
             clear = gr.Button("Clear", scale=1, elem_id="compare-chat-clear")
 
         gr.Markdown("### The validation prompts")
@@ -109,13 +124,24 @@ def build_generation_panel(ctx: AppContext, owner: gr.BrowserState, run: gr.Drop
         except Exception as exc:
             yield gr.skip(), gr.skip(), controls.warn(exc)
 
-    def on_chat(owner_token, run_id, text, base_hist, tuned_hist, n, t, p):
+    def on_chat(owner_token, run_id, text, base_hist, tuned_hist, answering, n, t, p):
+        """Yields (chat_base, chat_tuned, say, send, answering, message). `answering` (a State)
+        is True from the moment a message is taken until both answers are done."""
+        keep = gr.skip()
+        if answering:       # one turn at a time: the new message waits in the box, in plain sight
+            yield keep, keep, keep, keep, keep, controls.note(WAIT)
+            return
+        free = (gr.update(interactive=True), False)
         try:
-            for b, f in gen_actions.chat_stream(ctx, owner_token, run_id, text, base_hist, tuned_hist,
-                                                settings(n, t, p)):
-                yield b, f, "", ""
+            turns = gen_actions.chat_stream(ctx, owner_token, run_id, text, base_hist, tuned_hist,
+                                            settings(n, t, p))
+            b, f = next(turns)      # checks the message and loads both models; the box keeps it on error
+            yield b, f, "", gr.update(interactive=False), True, ""        # taken: clear the box, once
+            for b, f in turns:
+                yield b, f, keep, keep, keep, keep    # tokens only: what is typed meanwhile stays
+            yield keep, keep, keep, *free, keep
         except Exception as exc:
-            yield gr.skip(), gr.skip(), gr.skip(), controls.warn(exc)
+            yield keep, keep, keep, *free, controls.warn(exc)
 
     def on_batch(request: gr.Request, owner_token, run_id, n_prompts, n, t, p, progress=gr.Progress()):
         try:
@@ -139,12 +165,18 @@ def build_generation_panel(ctx: AppContext, owner: gr.BrowserState, run: gr.Drop
     decoding = [max_new, temperature, top_p]
     gr.on([go.click, prompt.submit], stream(on_generate), [owner, run, prompt, *decoding],
           [base, tuned, message], concurrency_limit=2, **private)
-    gr.on([send.click, say.submit], stream(on_chat), [owner, run, say, chat_base, chat_tuned, *decoding],
-          [chat_base, chat_tuned, say, message], concurrency_limit=2, **private)
+    # "multiple": a send during an answer reaches on_chat (which says why it waits) instead of
+    # being dropped by the page, which by default ignores a trigger while its event is pending.
+    gr.on([send.click, say.submit], stream(on_chat), [owner, run, say, chat_base, chat_tuned, answering,
+          *decoding], [chat_base, chat_tuned, say, send, answering, message], concurrency_limit=2,
+          trigger_mode="multiple", **private)
     clear.click(lambda: ([], [], ""), None, [chat_base, chat_tuned, say], **private)
-    batch.click(on_batch, [owner, run, how_many, *decoding], [summary, examples, message],
-                concurrency_limit=1, **private)
+    # Show the tables first: gradio draws progress over an event's outputs, and hidden ones
+    # would leave the first (and slowest: both models load) run without any.
+    batch.click(lambda: (gr.update(visible=True),) * 2, None, [summary, examples], **private).then(
+        on_batch, [owner, run, how_many, *decoding], [summary, examples, message], concurrency_limit=1,
+        **private)
     forget.click(controls.owned(ctx, on_forget), [owner, run], [forget_text, message], concurrency_limit=1,
                  **private)
     return GenerationPanel(column, prompt, go, base, tuned, chat_base, chat_tuned, batch, summary, examples,
-                           forget, forget_text)
+                           forget, forget_text, message)

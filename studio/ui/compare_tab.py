@@ -3,6 +3,10 @@
 Picking a classification run shows labels and scores; picking a text-generation run shows the
 generation panel (`compare_gen.py`): streamed answers, a two-column chat, the validation prompts
 and the forgetting check.
+
+Which run is shown: opening the tab shows a run that finished since the page last looked (the one
+just trained is what people come here for); otherwise the run on screen stays, so a run picked by
+hand is kept. A change of run blanks the previous run's answers: they would read as this run's.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ class CompareTab:
 
 def run_choices(ctx: AppContext, owner: str) -> list[tuple[str, str]]:
     return [(run_label(r), r.id) for r in actions.finished_runs(ctx, owner)[:50]]
+
+
+def pick_run(ids: list[str], current: str | None, seen: list[str] | None) -> str | None:
+    """The run to show, from the finished run ids (newest first), the one on screen and the ids
+    the page knew at its last look (None: never looked). A newly finished run wins."""
+    fresh = [i for i in ids if seen is not None and i not in seen]
+    if fresh:
+        return fresh[0]
+    return current if current in ids else (ids[0] if ids else None)
 
 
 def verdict(result: dict, gold: str | None = None) -> str:
@@ -119,14 +132,24 @@ def build_compare_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) ->
         examples = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="compare-examples",
                                 column_widths=["46%", "11%", "11%", "11%", "10%", "11%"])
     panel = compare_gen.build_generation_panel(ctx, owner, run)
+    seen = gr.State(None)                # the finished run ids at the page's last look
+    answers = [base, tuned, verdict_md, message, gold, results, *panel.answers()]
+    blank = [None, None, "", "", None, gr.update(visible=False), *panel.blank()]
     tab = CompareTab(run, text, predict, random, base, tuned, verdict_md, score, summary, examples,
                      classify_panel, panel)
 
-    def refresh(owner_token, current):
+    def refresh(owner_token, current, known):
+        """Opening the tab: the run list, the run to show (`pick_run`), its panel, and the
+        previous run's answers blanked when the run changes."""
         choices = run_choices(ctx, owner_token)
         ids = [c[1] for c in choices]
-        value = current if current in ids else (ids[0] if ids else None)
-        return [gr.update(choices=choices, value=value), *panels(owner_token, value)]
+        value = pick_run(ids, current, known)
+        cleared = blank if value != current else [gr.skip()] * len(blank)
+        return [gr.update(choices=choices, value=value), *panels(owner_token, value), ids, *cleared]
+
+    def on_pick(owner_token, run_id):
+        """A run picked by hand: its panel, with nothing left from the run before."""
+        return [*panels(owner_token, run_id), *blank]
 
     def panels(owner_token, run_id) -> list:
         """Show the panel that fits the run's task (classification when none is picked)."""
@@ -167,16 +190,18 @@ def build_compare_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) ->
 
     private = dict(api_visibility="private")
     own = functools.partial(controls.owned, ctx)
-    page.select(own(refresh), [owner, run], [run, classify_panel, panel.column], **private)
-    run.input(own(panels), [owner, run], [classify_panel, panel.column], **private).then(
-        lambda: ([], []), None, [panel.chat_base, panel.chat_tuned], **private)   # a new run, a new chat
+    page.select(own(refresh), [owner, run, seen], [run, classify_panel, panel.column, seen, *answers],
+                **private)
+    run.input(own(on_pick), [owner, run], [classify_panel, panel.column, *answers], **private)
     predict.click(own(on_predict), [owner, run, text, gold], [base, tuned, verdict_md, message], **private)
     text.submit(own(on_predict), [owner, run, text, gold], [base, tuned, verdict_md, message], **private)
     text.input(lambda: None, None, gold, **private)        # typed text has no known true label
     random.click(own(on_random), [owner, run], [text, gold, message], **private).then(
         own(on_predict), [owner, run, text, gold], [base, tuned, verdict_md, message], **private)
-    score.click(own(on_score), [owner, run, which, search],
-                [summary, confusion_base, confusion_tuned, per_class, examples, results, message],
-                concurrency_limit=2, **private)
+    # Show the results first, so the scoring's progress has a visible place to draw on.
+    score.click(lambda: gr.Column(visible=True), None, results, **private).then(
+        own(on_score), [owner, run, which, search],
+        [summary, confusion_base, confusion_tuned, per_class, examples, results, message],
+        concurrency_limit=2, **private)
     gr.on([which.change, search.submit], own(on_filter), [owner, run, which, search], examples, **private)
     return tab

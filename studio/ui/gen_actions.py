@@ -162,6 +162,13 @@ def forgetting(ctx: AppContext, owner: str, run_id: str | None):
     return forgetting_check(generation_run(ctx, owner, run_id))
 
 
+def percent(change: float, sign: bool = False) -> str:
+    """A relative change as people read it: one decimal under 10% ("+0.5%"), whole above ("+20%").
+    Every place that shows the forgetting change uses this, so one number reads one way."""
+    digits = 1 if abs(round(change, 3)) < 0.1 else 0
+    return f"{change:{'+' if sign else ''}.{digits}%}"
+
+
 def forgetting_sentence(base_ppl: float, tuned_ppl: float) -> str:
     """One plain-language sentence about what a change in general-text perplexity means."""
     if not (math.isfinite(base_ppl) and math.isfinite(tuned_ppl)) or base_ppl <= 0:
@@ -169,9 +176,9 @@ def forgetting_sentence(base_ppl: float, tuned_ppl: float) -> str:
     change = tuned_ppl / base_ppl - 1.0
     if change <= 0.05:
         return (f"Ordinary English surprises the fine-tuned model about as much as the base model "
-                f"({change:+.0%}): tuning did not make it forget general language.")
+                f"({percent(change, sign=True)}): tuning did not make it forget general language.")
     if change <= 0.25:
-        return (f"Ordinary English is {change:.0%} more surprising to the fine-tuned model: it forgot "
+        return (f"Ordinary English is {percent(change)} more surprising to the fine-tuned model: it forgot "
                 "a little of its general language, which is normal for a focused task.")
-    return (f"Ordinary English is {change:.0%} more surprising to the fine-tuned model: tuning overwrote "
+    return (f"Ordinary English is {percent(change)} more surprising to the fine-tuned model: tuning overwrote "
             "part of what it knew. A lower learning rate, fewer epochs or LoRA usually help.")
