@@ -171,3 +171,14 @@ def test_a_column_choice_the_check_refuses_also_stops_start(page):
     assert "cannot be used yet" in page.call("on_start")["train-message"]
     page.call("check", data_text_column="text", data_label_column="label")
     assert "not usable" not in train_tab.data_note(page.ctx, page.owner)
+
+
+# -- bug: the Monitor's note about one run stayed next to another ---------------------------------
+def test_opening_another_run_clears_the_note_about_the_last_one(page):
+    import json
+    folder = page.ctx.workspace / "runs" / "20250101-100000-other-aaaa"
+    folder.mkdir(parents=True)
+    json.dump({"state": "stopped", "task": "classify", "name": "other"}, (folder / "status.json").open("w"))
+    out = page.call("open_run", monitor_runs=folder.name)
+    assert out["monitor-message"] == "", "'Stopping run X…' must not stay next to run Y"
+    assert "other" in shown(out["monitor-status"]) and "Stopped" in shown(out["monitor-status"])

@@ -89,7 +89,7 @@ def build_monitor_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) ->
             status = gr.Markdown(IDLE, elem_id="monitor-status", elem_classes=["card"])
         with gr.Column(scale=1, min_width=170):
             stop = gr.Button("■ Stop training", variant="stop", elem_id="monitor-stop", interactive=False)
-            message = controls.message_box()
+            message = controls.message_box(elem_id="monitor-message")
     overfit = gr.Markdown(elem_id="monitor-overfit")
     empty = empty_figures()
     loss = gr.Plot(empty[0], show_label=False, elem_id="monitor-loss")
@@ -110,13 +110,14 @@ def build_monitor_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) ->
         return render(ctx, owner_token, shown)
 
     def open_run(owner_token, run_id):
+        """Another run opened: its view, and the note about the last one ("Stopping run X…") gone."""
         if run_id:
             try:
                 ctx.get_run(owner_token, run_id)          # hosted: only the owner's runs
             except Exception as exc:
-                return [controls.warn(exc), *[gr.skip()] * (len(outputs) - 1)]
+                return [controls.warn(exc), *[gr.skip()] * len(outputs)]
             ctx.session(owner_token).watching = run_id
-        return render(ctx, owner_token, None, force=True)
+        return ["", *render(ctx, owner_token, None, force=True)]
 
     def on_resume(owner_token, run_id):
         try:
@@ -134,7 +135,7 @@ def build_monitor_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) ->
     own = functools.partial(controls.owned, ctx)
     shared.timer.tick(own(tick), [owner, shared.shown], outputs, show_progress="hidden",
                       concurrency_limit=None, **private)
-    runs.input(own(open_run), [owner, runs], outputs, **private)
+    runs.input(own(open_run), [owner, runs], [message, *outputs], **private)
     stop.click(own(functools.partial(controls.stop_job, ctx)), owner, message, **private)
     resume.click(own(on_resume), [owner, runs], [message, *outputs], **private)
     page.select(own(lambda o: gr.update(choices=run_choices(ctx, o))), owner, runs, **private)
