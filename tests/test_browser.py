@@ -196,7 +196,9 @@ def test_refresh_mid_run_reattaches_to_the_same_growing_curve(browser, url):
 
     page.reload()
     wait_loaded(page)
-    open_tab(page, "④ Monitor")
+    # The refreshed page opens on the Monitor by itself: that is what it showed mid-run.
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tab]')]"
+                           ".some(t => t.getAttribute('aria-selected') === 'true' && t.innerText.includes('Monitor'))")
     wait_text(page, "#monitor-status", job)
     after = wait_points(page, before - 1)
     assert after >= before, "the whole curve so far is drawn again after a refresh"

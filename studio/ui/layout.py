@@ -52,7 +52,8 @@ def build_app(ctx: AppContext | None = None, **options) -> gr.Blocks:
 
         def on_load(token, request: gr.Request):
             """First visit: mint an owner token. Every visit: bring the owner's session back,
-            re-attach the Monitor to a running job and draw its whole curve so far."""
+            re-attach the Monitor to a running job and draw its whole curve so far (and open the
+            Monitor tab then: that is what a page refreshed mid-run was showing)."""
             if not ctx.valid_token(token):
                 token = ctx.new_owner()
             ctx.remember_page(getattr(request, "session_hash", None), token)
@@ -61,10 +62,16 @@ def build_app(ctx: AppContext | None = None, **options) -> gr.Blocks:
                 f"runs are kept in `{ctx.workspace / 'runs'}`"
             return [token, *model_tab.restore(ctx, model, sess), *data_tab.restore(data, sess),
                     *monitor_tab.render(ctx, token, None, force=True),
-                    f"Fine-Tune Studio · {where} · one training at a time, others wait in line."]
+                    f"Fine-Tune Studio · {where} · one training at a time, others wait in line.",
+                    gr.Tabs(selected="monitor") if training(token) else gr.skip()]
+
+        def training(token) -> bool:
+            """A run of this owner is training or waiting: a refreshed page opens on its Monitor."""
+            job = ctx.active_job(token)
+            return job is not None and not job.snapshot().done
 
         demo.load(on_load, owner, [owner, *model.restore_outputs(), *data_tab.restore_outputs(data),
-                                   *monitor.outputs(shared), footer],
+                                   *monitor.outputs(shared), footer, tabs],
                   api_visibility="private", show_progress="hidden")
     demo.studio = ctx
     demo.owner_state = owner
