@@ -41,7 +41,7 @@ def empty_checks() -> list:
 
 
 def check_values(sess: Session) -> list:
-    """Length histogram, numbers, warnings, the highlighted first example and the rendered preview."""
+    """Length histogram, numbers, warnings, the first training example highlighted and the rendered preview."""
     gen = sess.gen
     if gen is None:
         return empty_checks()

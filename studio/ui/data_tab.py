@@ -2,7 +2,7 @@
 
 The tab serves the session's task. Classification shows text and label pickers and the labels'
 balance; text generation shows the detected format (with an override and prompt / response
-pickers), the first example as the model will read it with the learned part highlighted, and the
+pickers), a training example as the model will read it with the learned part highlighted, and the
 conversations' token lengths (see `data_gen.py`). Every handler returns values for all outputs.
 """
 
@@ -155,7 +155,7 @@ def build_data_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> Da
                            max_height=360, elem_id="data-preview",
                            visible=False)
     with gr.Column(visible=False) as gen_view:
-        segments = gr.HighlightedText(label="The first example as the model reads it (highlighted: what "
+        segments = gr.HighlightedText(label="A training example as the model reads it (highlighted: what "
                                       "it learns to write; the rest is context)", color_map=data_gen.LEARNED_COLOR,
                                       show_legend=True, combine_adjacent=True, elem_id="data-segments")
         gen_preview = gr.Dataframe(label="More examples through the chat template", interactive=False,
