@@ -120,6 +120,7 @@ class TrainingJob:
     def _train(self, started: float) -> None:
         from studio.tasks import task_module
         from studio.training.device import training_precision
+        from studio.training.owned_weights import own_trainable_weights
         from studio.training.trainer import build_trainer, quiet_library_progress_bars
 
         quiet_library_progress_bars()
@@ -127,6 +128,7 @@ class TrainingJob:
         self.prepared = task.prepare(self.config, report=self._report)
         if self.stop_event.is_set():
             return self._finish("stopped", started, None)
+        own_trainable_weights(self.prepared.model)   # no page-by-page copy in the first step
         self._estimate()
         self.trainer = build_trainer(self.config, self.run, self.prepared, self.progress, self.stop_event,
                                      extra_callbacks=self.extra_callbacks)
