@@ -270,6 +270,8 @@ def test_generation_from_smollm2_to_side_by_side_answers(browser, url):
                " const t = document.querySelector(s)?.innerText || ''; const i = t.indexOf('Who made you?');"
                " return i >= 0 && t.slice(i + 13).trim().length > 0; })")
     page.wait_for_function(replied, timeout=60_000)
-    page.wait_for_timeout(1500)                                      # let the answers finish growing
+    # Send is disabled while both answer and comes back when both are done.
+    page.wait_for_function("() => !document.querySelector('#compare-chat-send')?.disabled", timeout=120_000)
+    page.wait_for_timeout(500)
     close_toasts(page)
     page.screenshot(path=str(SHOTS / "generate-compare.png"), full_page=True)
