@@ -34,6 +34,9 @@ def test_job_completes_and_writes_a_complete_run(tmp_path, tiny_bert, manager):
     evals = [r for r in run.metrics_log() if "eval_loss" in r]
     assert losses and len(evals) == 2, "one evaluation per epoch"
     assert run.last_checkpoint() is not None
+    checkpoints = sorted(int(c.name.split("-")[1]) for c in run.checkpoints_dir.glob("checkpoint-*"))
+    assert checkpoints and checkpoints[-1] < snap.step, \
+        "epoch 1 is checkpointed; after the last step nothing is left to resume (the model is saved)"
     from studio.config import RunConfig
     assert RunConfig.load(run.config_path) == config
 

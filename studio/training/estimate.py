@@ -195,13 +195,17 @@ def estimate_training(prepared, train_spec, *, repeats: int = 3, precision: Prec
     first_positions = epoch_positions * first_epoch_steps / per_epoch
     later_positions = epoch_positions * (steps - first_epoch_steps) / per_epoch
     eval_lengths = [len(ids) for ids in prepared.eval_dataset["input_ids"]]
+    # Checkpoints are written with each evaluation, except after the last step (nothing is left
+    # to resume then; see callbacks.py).
     if train_spec.eval_strategy == "epoch":
         evaluations = max(1, math.ceil(train_spec.epochs))
+        checkpoints = evaluations - 1
     else:
         evaluations = max(1, steps // train_spec.eval_steps)
+        checkpoints = (steps - 1) // train_spec.eval_steps
     positions = eval_positions(eval_lengths, eval_batch_size(prepared, train_spec.batch_size))
     eval_seconds = positions * c_eval_later
-    saves = _save_seconds(model, checkpoints=evaluations if train_spec.save_checkpoints else 0)
+    saves = _save_seconds(model, checkpoints=checkpoints if train_spec.save_checkpoints else 0)
     total = (first_positions * c_first + later_positions * c_later + steps * per_step
              + positions * c_eval_first + (evaluations - 1) * eval_seconds + saves)
     mean_step = epoch_positions / per_epoch
