@@ -128,12 +128,12 @@ def test_data_tab_values_highlight_the_learned_answer(tiny_llama, tmp_path):
 
 def test_exported_config_is_a_generation_run_the_cli_can_read(tiny_llama, tmp_path):
     from studio.config import RunConfig
-    from studio.ui import actions, gen_actions, train_tab
+    from studio.ui import actions, gen_actions, presets
     from studio.ui.session import AppContext
     ctx = AppContext(workspace=tmp_path / "ws")
     ctx.session("jo-the-owner").use(str(tiny_llama), "generate")
     gen_actions.load(ctx, "jo-the-owner", "identity.jsonl", max_rows=12)
-    fast = train_tab.preset_values("generate", "Teach it fast", blocks=2)
+    fast = presets.preset_values("generate", "Teach it fast", blocks=2)
     config = actions.build_config(ctx, "jo-the-owner", fast, "pip")
     again = RunConfig.from_yaml(config.to_yaml())
     assert again == config and again.task == "generate" and again.train.method == "lora"

@@ -204,6 +204,11 @@ def test_refresh_mid_run_reattaches_to_the_same_growing_curve(browser, url):
     assert after >= before, "the whole curve so far is drawn again after a refresh"
     assert wait_points(page, after) > after, "and it keeps growing"
     assert run_id(page) == job
+    open_tab(page, "③ Train")        # and the form is as it was left, not back to its defaults
+    assert page.input_value("#trainspec-epochs input") == "20"
+    assert page.input_value("#train-run-name textarea, #train-run-name input") == "refresh-test"
+    assert page.input_value("#trainspec-freeze-depth input[type=number]") == "5"
+    open_tab(page, "④ Monitor")
 
     page.click("#monitor-stop")
     wait_text(page, "#monitor-status", "Stopped", timeout=120)

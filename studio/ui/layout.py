@@ -42,7 +42,7 @@ def build_app(ctx: AppContext | None = None, **options) -> gr.Blocks:
             with gr.Tab("② Data", id="data", elem_id="tab-data") as page:
                 data = data_tab.build_data_tab(ctx, shared, page)
             with gr.Tab("③ Train", id="train", elem_id="tab-train") as page:
-                train_tab.build_train_tab(ctx, shared, page)
+                train = train_tab.build_train_tab(ctx, shared, page)
             with gr.Tab("④ Monitor", id="monitor", elem_id="tab-monitor") as page:
                 monitor = monitor_tab.build_monitor_tab(ctx, shared, page)
             with gr.Tab("⑤ Compare", id="compare", elem_id="tab-compare") as page:
@@ -61,7 +61,7 @@ def build_app(ctx: AppContext | None = None, **options) -> gr.Blocks:
             where = "hosted mode: your runs are private to this browser" if ctx.hosted else \
                 f"runs are kept in `{ctx.workspace / 'runs'}`"
             return [token, *model_tab.restore(ctx, model, sess), *data_tab.restore(data, sess),
-                    *monitor_tab.render(ctx, token, None, force=True),
+                    *train_tab.restore(train, sess), *monitor_tab.render(ctx, token, None, force=True),
                     f"Fine-Tune Studio · {where} · one training at a time, others wait in line.",
                     gr.Tabs(selected="monitor") if training(token) else gr.skip()]
 
@@ -71,7 +71,7 @@ def build_app(ctx: AppContext | None = None, **options) -> gr.Blocks:
             return job is not None and not job.snapshot().done
 
         demo.load(on_load, owner, [owner, *model.restore_outputs(), *data_tab.restore_outputs(data),
-                                   *monitor.outputs(shared), footer, tabs],
+                                   *train.restore_outputs(), *monitor.outputs(shared), footer, tabs],
                   api_visibility="private", show_progress="hidden")
     demo.studio = ctx
     demo.owner_state = owner

@@ -8,7 +8,6 @@ switches the preset list and applies the task's first preset.
 from __future__ import annotations
 
 import functools
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,9 @@ from studio import plots
 from studio.config import TrainSpec
 from studio.ui import actions, controls
 from studio.ui.layers import human, summarize
-from studio.ui.session import AppContext
+from studio.ui.presets import (CUSTOM, DEFAULT_PRESET, PRESETS, preset_holds, preset_values,
+                                presets)
+from studio.ui.session import AppContext, Session
 
 MAIN = ("method", "freeze_depth", "learning_rate", "epochs", "batch_size", "max_length")
 # The "Advanced settings" accordion, one tuple per row.
@@ -27,64 +28,6 @@ ADVANCED = (("warmup_ratio", "weight_decay"), ("scheduler", "eval_strategy"),
             ("eval_steps", "early_stopping_patience", "seed"), ("cache_frozen", "save_checkpoints"))
 LORA = (("lora_r", "lora_alpha", "lora_dropout"), ("lora_targets",))
 DIAGRAM = ("method", "freeze_depth", "lora_r")
-
-# name -> (one-line reason, settings). Freeze depth is "blocks minus n", so it fits any model.
-PRESETS = {
-    "Quick try": ("One pass over the data, only the top block and the head learn: a first result "
-                  "in a minute or two.", {"method": "freeze", "freeze_from_top": 1, "epochs": 1,
-                                          "learning_rate": 5e-4}),
-    "Balanced": ("The studio's default: the top two blocks adapt to your task, the rest keeps its "
-                 "general language skills.", {"method": "freeze", "freeze_from_top": 2, "epochs": 3,
-                                             "learning_rate": 3e-4}),
-    "Best quality": ("Every weight learns with a small learning rate: slowest, usually the best "
-                     "score when you have a few thousand rows.", {"method": "full", "epochs": 4,
-                                                                  "learning_rate": 5e-5}),
-    "LoRA": ("Small adapter matrices learn and the base stays untouched: few parameters, hard to "
-             "break, tiny to store.", {"method": "lora", "epochs": 3, "learning_rate": 1e-3, "lora_r": 8}),
-}
-# Text generation. "Teach it fast" takes its settings from the engine (RECOMMENDED) when used.
-GEN_PRESETS = {
-    "Teach it fast": ("LoRA with a high learning rate: teaches a small chat model a new fact or style "
-                      "(like the identity sample) in a few minutes on a laptop.", None),
-    "Gentle LoRA": ("LoRA with a lower learning rate over more passes: slower, keeps more of what the "
-                    "model knew.", {"method": "lora", "epochs": 4, "learning_rate": 2e-4, "lora_r": 8,
-                                    "batch_size": 8, "max_length": 256}),
-    "Top blocks only": ("The top four blocks learn, everything below stays as pretrained.",
-                        {"method": "freeze", "freeze_from_top": 4, "epochs": 3, "learning_rate": 1e-4,
-                         "batch_size": 8, "max_length": 256}),
-}
-DEFAULT_PRESET = {"classify": "Balanced", "generate": "Teach it fast"}
-CUSTOM = "Custom: these settings are no preset's any more. Pick one to start from it again."
-
-
-def presets(task: str) -> dict:
-    """name -> (reason, settings) for a task; the generation one is filled from the engine."""
-    if task != "generate":
-        return PRESETS
-    from studio.tasks.generate import RECOMMENDED   # imported late: it is engine code
-    reason, _ = GEN_PRESETS["Teach it fast"]
-    return {"Teach it fast": (reason, dict(RECOMMENDED)), **{k: v for k, v in GEN_PRESETS.items() if v[1]}}
-
-
-def preset_values(task: str, choice: str, blocks: int) -> dict:
-    """The settings a preset sets, with "freeze_from_top" turned into this model's freeze depth."""
-    values = dict(presets(task).get(choice, (None, {}))[1])
-    if "freeze_from_top" in values:
-        values["freeze_depth"] = max(0, blocks - values.pop("freeze_from_top"))
-    return values
-
-
-def preset_holds(task: str, choice: str, blocks: int, values: dict) -> bool:
-    """Whether `values` still are what preset `choice` sets (the settings it leaves alone, such as
-    the batch size, may be anything). Numbers from the page are floats: compared loosely."""
-    def same(want, have) -> bool:
-        try:
-            return math.isclose(float(have), float(want), rel_tol=1e-6)
-        except (TypeError, ValueError):      # a word ("freeze"), or nothing at all
-            return want == have
-    wanted = preset_values(task, choice, blocks)
-    return bool(wanted) and all(same(v, values.get(k)) for k, v in wanted.items() if k in values)
-
 
 @dataclass
 class TrainTab:
@@ -98,6 +41,24 @@ class TrainTab:
     start: gr.Button
     stop: gr.Button
     message: gr.HTML
+
+    def restore_outputs(self) -> list:
+        return [self.preset, *self.settings.values(), self.name, self.shown_task]
+
+
+def restore(tab: TrainTab, sess: Session) -> list:
+    """Values for `tab.restore_outputs()` after a refresh: the form as the owner last left it."""
+    form = sess.train_form
+    if not form:
+        return [gr.skip()] * len(tab.restore_outputs())
+    choices, choice = presets(form["task"]), form["preset"]
+    radio = gr.update(choices=list(choices), value=choice,
+                      info=choices[choice][0] if choice in choices else CUSTOM)
+    values = [form["values"].get(n, gr.skip()) for n in tab.settings]
+    depth = form["values"].get("freeze_depth")
+    if depth is not None:      # a deep model's depth may exceed the slider's first maximum
+        values[list(tab.settings).index("freeze_depth")] = gr.update(value=depth, maximum=max(12, int(depth)))
+    return [radio, *values, form["name"] or "", form["task"]]
 
 
 def diagram_values(ctx: AppContext, owner: str, values: dict) -> list:
@@ -268,6 +229,11 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
         """The settings changed: the exported YAML no longer describes this run, so it goes."""
         return gr.update(value=None, visible=False), gr.update(value=None, visible=False)
 
+    def remember(data: dict):
+        """Keep the form in the session, so a refreshed page shows what was set (`restore`)."""
+        ctx.session(data[owner]).train_form = {"values": values_of(data), "preset": data[preset],
+                                               "name": data[name], "task": data[shown_task]}
+
     def show_for_method(method):
         return gr.update(visible=method == "freeze"), gr.update(visible=method == "lora")
 
@@ -296,6 +262,9 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
     # Opening the tab counts too: the data may have changed on the Data tab meanwhile.
     gr.on([*(settings[n].change for n in names), name.change, page.select], forget_export, None,
           [export_file, export_text], show_progress="hidden", queue=False, **private)
+    gr.on([*(c.change for c in settings.values()), preset.change, name.change], own(remember, owner=owner),
+          {owner, preset, name, shown_task, *settings.values()}, None, show_progress="hidden",
+          trigger_mode="always_last", **private)
     settings["max_length"].change(own(remember_length), [owner, settings["max_length"]], None, **private)
     page.select(own(on_select, owner=owner), everything,
                 [settings["freeze_depth"], *others, preset, shown_task, diagram, trainable, note], **private)
