@@ -8,6 +8,8 @@ its traces. Empty inputs give a figure with a short message instead of an empty 
 
 from __future__ import annotations
 
+import math
+
 from typing import Iterable, Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -66,11 +68,19 @@ def epoch_boundaries(records: Iterable[Mapping]) -> list[tuple[int, float]]:
     return out
 
 
+MAX_EPOCH_LABELS = 10   # more "epoch N" labels than this overlap on a chart of the page's width
+
+
 def _mark_epochs(fig: go.Figure, records: Sequence[Mapping]) -> None:
-    for step, epoch in epoch_boundaries(records):
+    """A dotted line at every epoch's end; on long runs only every k-th one (and the last) is
+    labelled, so the labels never run into each other."""
+    boundaries = epoch_boundaries(records)
+    every = math.ceil(len(boundaries) / MAX_EPOCH_LABELS) or 1
+    for i, (step, epoch) in enumerate(boundaries):
+        labelled = (i + 1) % every == 0 or i == len(boundaries) - 1
         fig.add_vline(x=step, line={"color": "#94a3b8", "dash": "dot", "width": 1},
-                      annotation_text=f"epoch {round(epoch):g}", annotation_position="top left",
-                      annotation_font={"size": 10, "color": "#64748b"})
+                      annotation_text=f"epoch {round(epoch):g}" if labelled else None,
+                      annotation_position="top left", annotation_font={"size": 10, "color": "#64748b"})
 
 
 def _x_range(fig: go.Figure, max_steps: int | None) -> None:

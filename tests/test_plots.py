@@ -171,3 +171,14 @@ def test_engine_and_view_modules_import_without_gradio():
             "assert 'gradio' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("epochs,labelled", [(5, 5), (30, 10), (23, 8)])
+def test_long_runs_label_every_kth_epoch_so_labels_do_not_overlap(epochs, labelled):
+    from studio import plots
+    records = [{"step": 10 * (e + 1), "loss": 1.0} for e in range(epochs)]
+    records += [{"step": 10 * (e + 1), "epoch": e + 1, "event": "epoch_end"} for e in range(epochs)]
+    fig = plots.loss_figure(records)
+    texts = [a.text for a in fig.layout.annotations if a.text and a.text.startswith("epoch")]
+    assert len(fig.layout.shapes) == epochs, "every epoch keeps its line"
+    assert len(texts) == labelled and texts[-1] == f"epoch {epochs}"
