@@ -117,7 +117,7 @@ def metric_figure(records: Sequence[Mapping], max_steps: int | None = None,
                   keys: Mapping[str, str] = METRIC_NAMES, *, height: int = HEIGHT,
                   ended: bool = False) -> go.Figure:
     """Validation metrics (accuracy, macro-F1) against step, on a 0..1 axis. Later lines are
-    dashed and drawn thinner, so one that equals another (balanced classes often give the same
+    dotted and drawn thinner, so one that equals another (balanced classes often give the same
     accuracy and macro-F1) still shows under it."""
     fig = go.Figure()
     for i, ((key, name), color) in enumerate(zip(keys.items(), (EVAL, METRIC_2, TRAIN))):

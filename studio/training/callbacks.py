@@ -75,10 +75,10 @@ class ProgressCallback(TrainerCallback):
         self._epoch_started = time.time()
 
     def on_epoch_end(self, args, state, control, **kwargs):
+        self._no_checkpoint_at_the_end(state, control)
         # The Trainer also calls this when a run stops part-way through an epoch (Stop, early
         # stopping between evaluations). That is not an epoch boundary: marking it would draw a
         # second "epoch 1" line on the chart. Whole epochs and a run's planned end are marked.
-        self._no_checkpoint_at_the_end(state, control)
         epoch = state.epoch or 0.0
         if abs(epoch - round(epoch)) > 1e-3 and epoch < args.num_train_epochs - 1e-3:
             return control

@@ -196,8 +196,8 @@ def build_data_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> Da
 
     def load(owner_token, source, share, rows, val_file):
         """Read a table, fill the pickers from detection, then check it with those columns."""
-        task = ctx.peek(owner_token).task
         sess = ctx.session(owner_token)
+        task = sess.task
         try:
             actions.read_source(ctx, owner_token, source)
         except Exception as exc:     # the old table is gone from the session: show that, not it

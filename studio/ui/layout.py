@@ -60,14 +60,15 @@ def build_app(ctx: AppContext | None = None, **options) -> gr.Blocks:
             sess = ctx.session(token)
             where = "hosted mode: your runs are private to this browser" if ctx.hosted else \
                 f"runs are kept in `{ctx.workspace / 'runs'}`"
+            monitor = monitor_tab.render(ctx, token, None, force=True)   # sets what it re-attached to
             return [token, *model_tab.restore(ctx, model, sess), *data_tab.restore(data, sess),
-                    *train_tab.restore(train, sess), *monitor_tab.render(ctx, token, None, force=True),
+                    *train_tab.restore(train, sess), *monitor,
                     f"Fine-Tune Studio · {where} · one training at a time, others wait in line.",
-                    gr.Tabs(selected="monitor") if training(token) else gr.skip()]
+                    gr.Tabs(selected="monitor") if live(sess.watching) else gr.skip()]
 
-        def training(token) -> bool:
-            """A run of this owner is training or waiting: a refreshed page opens on its Monitor."""
-            job = ctx.active_job(token)
+        def live(job_id: str | None) -> bool:
+            """The job the Monitor re-attached to is training or waiting: the page opens on it."""
+            job = ctx.manager.get(job_id) if job_id else None
             return job is not None and not job.snapshot().done
 
         demo.load(on_load, owner, [owner, *model.restore_outputs(), *data_tab.restore_outputs(data),

@@ -230,15 +230,14 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
         return gr.update(value=None, visible=False), gr.update(value=None, visible=False)
 
     def remember(data: dict):
-        """Keep the form in the session, so a refreshed page shows what was set (`restore`)."""
-        ctx.session(data[owner]).train_form = {"values": values_of(data), "preset": data[preset],
-                                               "name": data[name], "task": data[shown_task]}
+        """Keep the form in the session, so a refreshed page shows what was set (`restore`), and
+        the max length, which the Data tab's length charts are drawn against."""
+        sess, values = ctx.session(data[owner]), values_of(data)
+        sess.train_form = {"values": values, "preset": data[preset], "name": data[name], "task": data[shown_task]}
+        sess.max_length = int(values["max_length"])
 
     def show_for_method(method):
         return gr.update(visible=method == "freeze"), gr.update(visible=method == "lora")
-
-    def remember_length(owner_token, length):
-        ctx.peek(owner_token).max_length = int(length)
 
     everything = {owner, name, shown_task, *settings.values()}
     others = [settings[n] for n in names if n != "freeze_depth"]
@@ -265,7 +264,6 @@ def build_train_tab(ctx: AppContext, shared: controls.Shared, page: gr.Tab) -> T
     gr.on([*(c.change for c in settings.values()), preset.change, name.change], own(remember, owner=owner),
           {owner, preset, name, shown_task, *settings.values()}, None, show_progress="hidden",
           trigger_mode="always_last", **private)
-    settings["max_length"].change(own(remember_length), [owner, settings["max_length"]], None, **private)
     page.select(own(on_select, owner=owner), everything,
                 [settings["freeze_depth"], *others, preset, shown_task, diagram, trainable, note], **private)
     return tab
