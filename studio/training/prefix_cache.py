@@ -181,14 +181,18 @@ class CachedPrefixModel(nn.Module):
             return hidden.to(hidden_states.dtype)
 
         frozen = self._blocks[: self.depth]
+        own = [vars(block).get("forward") for block in frozen]   # a block may have its own forward
         for block in frozen[:-1]:
             block.forward = passthrough
         frozen[-1].forward = emit_cached
         try:
             yield
         finally:
-            for block in frozen:
-                del block.forward  # back to the class's forward
+            for block, forward in zip(frozen, own):
+                if forward is None:
+                    del block.forward  # back to the class's forward
+                else:
+                    block.forward = forward
 
 
 def keep_frozen_in_eval(model: nn.Module, frozen_modules: list[nn.Module]) -> None:
