@@ -88,6 +88,7 @@ def prepare(config, report=lambda message: None) -> Prepared:
     from studio.freezing import apply_method, find_blocks
     from studio.tasks.first_token import compute_first_token_only
     from studio.tasks.real_tokens import compute_real_tokens_only
+    from studio.training.dropout import use_fast_dropout
     from studio.tasks.seen_rows import fold_seen_rows, train_seen_rows_only
 
     from transformers import set_seed
@@ -104,6 +105,7 @@ def prepare(config, report=lambda message: None) -> Prepared:
     if not (cached and config.train.freeze_depth >= len(find_blocks(model)[1])):
         compute_first_token_only(model)  # unless the last block is inside the cached prefix
     compute_real_tokens_only(model)      # the other blocks skip padding
+    use_fast_dropout(model)
     model = apply_method(model, config.train, "classify")
     if cached:
         from studio.training.prefix_cache import CachedPrefixModel
