@@ -40,13 +40,41 @@ def _drop_mtime_warning(record) -> bool:
     return "mtime may not be reliable" not in record.getMessage()
 
 
+def _clip_in_optimizer(base):
+    """The Trainer with gradient clipping folded into the fused AdamW step.
+
+    Clipping measures the gradients' total norm, then multiplies every gradient by
+    max_norm / norm when the norm is larger: one more pass over all gradients, which on a CPU is
+    bound by memory bandwidth. torch's fused AdamW kernel can divide each gradient by a scale as
+    it reads it (the hook mixed precision uses to unscale), so the clip factor goes in there and
+    the extra pass goes away. The update is the same to float rounding (a test checks it).
+    Anything else (another optimizer, a gradient scaler, several processes) clips as usual.
+    """
+    class ClipInOptimizerTrainer(base):
+        def _clip_grad_norm(self, model):
+            import torch
+            optimizer = getattr(self.optimizer, "optimizer", self.optimizer)   # inside accelerate's wrapper
+            if not (isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and optimizer.defaults.get("fused")
+                    and self.accelerator.scaler is None and self.accelerator.num_processes == 1):
+                return super()._clip_grad_norm(model)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if not grads:
+                return super()._clip_grad_norm(model)
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            # clip_grad_norm_ multiplies by max_norm / (norm + 1e-6), at most 1; AdamW divides by this.
+            optimizer.grad_scale = ((norm + 1e-6) / self.args.max_grad_norm).clamp(min=1.0).to(torch.float32)
+            return norm
+    return ClipInOptimizerTrainer
+
+
 def _trainer_class(loss_fn, length_buckets: bool = False):
     """`transformers.Trainer`, subclassed where the task asks for it:
     - `loss_fn(model, batch)`: the task's own loss (a per-batch mean, which the Trainer scales for
       gradient accumulation like the model's own loss);
-    - `length_buckets`: training batches drawn from length buckets (see sampling.py)."""
+    - `length_buckets`: training batches drawn from length buckets (see sampling.py);
+    and always with clipping inside the optimizer step (`_clip_in_optimizer`)."""
     from transformers import Trainer
-    base = Trainer
+    base = _clip_in_optimizer(Trainer)
     if loss_fn is not None:
         class TaskLossTrainer(base):
             loss_is_scaled_for_ga = False
