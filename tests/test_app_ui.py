@@ -182,3 +182,35 @@ def test_opening_another_run_clears_the_note_about_the_last_one(page):
     out = page.call("open_run", monitor_runs=folder.name)
     assert out["monitor-message"] == "", "'Stopping run X…' must not stay next to run Y"
     assert "other" in shown(out["monitor-status"]) and "Stopped" in shown(out["monitor-status"])
+
+
+def test_the_run_list_follows_a_resumed_run_from_queued_to_running(page, monkeypatch):
+    """After Resume the list said "queued" until the run ended, under a status line saying Training."""
+    import json
+    import os
+    from studio.training.progress import Snapshot
+    from studio.ui import monitor_tab
+    folder = page.ctx.workspace / "runs" / "20250101-100000-again-aaaa"
+    folder.mkdir(parents=True)
+    status = {"state": "queued", "task": "classify", "name": "again", "pid": os.getpid()}
+    json.dump(status, (folder / "status.json").open("w"))
+    run = page.ctx.get_run(page.owner, folder.name)
+    class FakeJob:   # what the Monitor reads of a job
+        pass
+    job = FakeJob()
+    job.snapshot, job.run, job.id = (lambda: Snapshot(1, (), "queued")), run, run.id
+    monkeypatch.setattr(monitor_tab.actions, "watched", lambda ctx, owner: (job, run))
+    from studio.training import job as job_module
+    monkeypatch.setitem(job_module._LIVE, run.id, job)   # a live job: its status is not "interrupted"
+
+    def listed(shown_version, **kw):
+        runs = monitor_tab.render(page.ctx, page.owner, shown_version, **kw)[6]
+        return None if runs is gr.skip() or runs == gr.skip() else [label for label, _ in runs["choices"]]
+
+    assert "queued" in listed(None, force=True)[0]
+    assert listed(0) is None, "the same state: the list is not re-read on every tick"
+    json.dump({**status, "state": "running"}, (folder / "status.json").open("w"))
+    job.snapshot = lambda: Snapshot(2, (), "running", step=1, max_steps=10)
+    assert "running" in listed(1)[0]
+    job.snapshot = lambda: Snapshot(3, (), "running", step=2, max_steps=10)
+    assert listed(2) is None

@@ -60,7 +60,14 @@ def render(ctx: AppContext, owner: str, shown: int | None, *, force: bool = Fals
         return [gr.skip()] * n
     records, max_steps = snap.records, snap.max_steps or None
     status = run.status()
-    runs = gr.update(choices=run_choices(ctx, owner), value=run.id) if snap.done or force else gr.skip()
+    # The run list is re-read when the shown run changes state (queued -> running after Resume, or
+    # ended), not on every tick: it reads every run's status file.
+    sess = ctx.session(owner)
+    if snap.done or force or sess.listed != (run.id, snap.state):
+        sess.listed = (run.id, snap.state)
+        runs = gr.update(choices=run_choices(ctx, owner), value=run.id)
+    else:
+        runs = gr.skip()
     lines = [status_markdown(snap, run.id, status.get("name"))]
     if snap.state != "queued":
         lines.append(progress_markdown(snap))

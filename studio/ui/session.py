@@ -46,6 +46,7 @@ class Session:
     # the Train tab says so and Start refuses, rather than training on older or bundled data.
     data_problem: str | None = None
     watching: str | None = None          # job / run id the Monitor follows
+    listed: tuple | None = None          # (run id, state) the Monitor's run list last showed for it
     # The Train tab as last set (values, preset, run name, task), put back after a page refresh.
     train_form: dict | None = None
     last_seen: float = field(default_factory=time.time)
