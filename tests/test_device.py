@@ -1,5 +1,5 @@
-"""Number format per machine: bf16 on CPUs with AMX, fp32 elsewhere, and the operator's override;
-a task's own loss runs under the Trainer's autocast like the model's forward does."""
+"""Number format per machine: bf16 on CPUs with AMX or measured-fast bf16, fp32 elsewhere, and the
+operator's override; a task's own loss runs under the Trainer's autocast like the model's forward."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ PLAIN = {"avx2", "fma"}
     (AMX, None, "classify", "fp32"),    # MiniLM's small matmuls: casts cost what bf16 saves
     (AMX, "0", "generate", "fp32"),     # the operator can always keep fp32
     (AMX, "1", "classify", "bf16"),     # ... or ask for bf16 everywhere
-    (ZEN4, None, "generate", "fp32"),   # bf16 dot products but no tiles: unmeasured, so opt-in
-    (ZEN4, "1", "generate", "bf16"),
+    (ZEN4, "1", "generate", "bf16"),    # bf16 dot products but no tiles: always on request
     (PLAIN, None, "generate", "fp32"),  # no bf16 instructions: emulated, hundreds of times slower
     (PLAIN, "1", "generate", "fp32"),   # asking cannot make emulation fast
     (set(), None, "generate", "fp32"),  # /proc/cpuinfo unreadable
@@ -29,6 +28,26 @@ def test_cpu_format_follows_the_flags_the_task_and_the_override(flags, choice, t
     precision = cpu_precision(flags, choice, task)
     assert (precision.device, precision.dtype) == ("cpu", expected)
     assert precision.reason
+
+
+@pytest.mark.parametrize("speedup, task, expected", [
+    (4.2, "generate", "bf16"),   # Zen 5: bf16 matmuls 4.2x fp32, SmolLM2 1.5-1.8x end to end
+    (2.0, "generate", "fp32"),   # twice as fast on paper: not enough once the casts are paid
+    (4.2, "classify", "fp32"),   # MiniLM stays in fp32 everywhere
+])
+def test_without_amx_a_measured_bf16_speedup_decides(speedup, task, expected):
+    asked = []
+    precision = cpu_precision(ZEN4, None, task, lambda: asked.append(1) or speedup)
+    assert precision.dtype == expected
+    if task == "generate":
+        assert f"{speedup:.1f}x" in precision.reason   # the status line says why
+    assert len(asked) == (task == "generate"), "timed only where it decides"
+    assert cpu_precision(ZEN4, "0", "generate", lambda: 1 / 0).dtype == "fp32"   # the override is not timed
+
+
+def test_the_speedup_is_timed_on_real_matmuls():
+    speedup = device.measured_bf16_speedup(size=128, repeats=1)
+    assert speedup > 0
 
 
 def test_the_environment_variable_reaches_the_detection(monkeypatch):

@@ -10,9 +10,14 @@ in a 16-bit format. Whether that pays depends on the hardware and on the model:
   saves: 1.15x for full fine-tuning at 1.4 points less accuracy, nothing with freeze depth 4, and
   20-40% more memory either way. So on CPUs bf16 is used for generation, and classification
   stays in fp32.
+- CPUs with avx512_bf16 but no AMX (AMD Zen 4 and 5) differ. Zen 5 ran 2048² bf16 matmuls at
+  767-820 GFLOP/s against 178-200 in fp32 (4.2x, benchmark run 9), and there SmolLM2 trained 1.84x
+  faster with full fine-tuning and 1.49x with LoRA at the same eval loss; Zen 4 executes its 512-bit
+  instructions in two halves, about 2x on paper, unmeasured. So on such a CPU a generation run first
+  times one bf16 and one fp32 matmul (about 0.1 s, once per process) and uses bf16 when bf16 is at
+  least `FAST_BF16_SPEEDUP` times faster.
 - Other CPUs: fp32. Without AMX or avx512_bf16 a bf16 matmul is emulated, hundreds of times slower
-  (measured on an AMD EPYC without them). CPUs with avx512_bf16 but no AMX (AMD Zen 4) do bf16 dot
-  products at about twice the fp32 rate, less once the casts are paid; unmeasured here, so opt-in.
+  (measured on an AMD EPYC without them).
 
 `STUDIO_CPU_BF16=1` turns bf16 on for every task on any CPU with bf16 instructions;
 `STUDIO_CPU_BF16=0` keeps every CPU run in fp32. `STUDIO_FORCE_CPU=1` ignores a GPU.
@@ -53,19 +58,51 @@ def _cpu_flags() -> set[str]:
 CPU_BF16_TASKS = frozenset({"generate"})
 # CPU flags of bf16 in hardware: AMX tiles, or AVX-512 bf16 dot products.
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# Without AMX, bf16 is used when its matmuls are at least this much faster than fp32 ones. Zen 5
+# measures 4.2-4.8x and gains 1.5-1.8x end to end; the casts around each matmul and the fp32 work
+# in between (norms, softmax, AdamW) eat into the gain, so 2x on paper is left to the opt-in.
+FAST_BF16_SPEEDUP = 3.0
 
 
-def cpu_precision(flags: set[str], choice: str | None, task: str) -> Precision:
-    """The CPU's format for `task` from its feature flags and STUDIO_CPU_BF16 (None, "0", "1")."""
+def cpu_precision(flags: set[str], choice: str | None, task: str, bf16_speedup=lambda: 0.0) -> Precision:
+    """The CPU's format for `task` from its feature flags and STUDIO_CPU_BF16 (None, "0", "1").
+    `bf16_speedup()` times bf16 against fp32 matmuls; it is called only where it decides."""
     if choice == "0":
         return Precision("cpu", "fp32", "fp32 asked for with STUDIO_CPU_BF16=0")
     if choice == "1" and BF16_FLAGS & flags:
         return Precision("cpu", "bf16", "CPU with bf16 instructions, asked for with STUDIO_CPU_BF16=1")
-    if "amx_bf16" in flags:
-        if task in CPU_BF16_TASKS:
-            return Precision("cpu", "bf16", "CPU with AMX bf16 tiles")
+    if not BF16_FLAGS & flags:
+        return Precision("cpu", "fp32", "CPU without fast bf16: fp32 is the fast path here")
+    if task not in CPU_BF16_TASKS:
         return Precision("cpu", "fp32", "this model's matmuls are too small for bf16 to pay on a CPU")
-    return Precision("cpu", "fp32", "CPU without fast bf16: fp32 is the fast path here")
+    if "amx_bf16" in flags:
+        return Precision("cpu", "bf16", "CPU with AMX bf16 tiles")
+    speedup = bf16_speedup()
+    if speedup >= FAST_BF16_SPEEDUP:
+        return Precision("cpu", "bf16", f"CPU whose bf16 matmuls run {speedup:.1f}x its fp32 ones")
+    return Precision("cpu", "fp32", f"this CPU's bf16 matmuls run only {speedup:.1f}x its fp32 ones")
+
+
+def measured_bf16_speedup(size: int = 768, repeats: int = 3) -> float:
+    """fp32 seconds / bf16 seconds for one size x size matmul, best of `repeats` each (about 0.1 s)."""
+    import time
+    import torch
+
+    def best(a, b) -> float:
+        torch.mm(a, b)   # warm-up: the first call picks and prepares the kernel
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator) for _ in range(2))
+    try:
+        return best(a, b) / best(a.bfloat16(), b.bfloat16())
+    except RuntimeError:   # no bf16 matmul at all
+        return 0.0
 
 
 @lru_cache(maxsize=None)
@@ -76,7 +113,7 @@ def training_precision(task: str) -> Precision:
         if torch.cuda.is_bf16_supported():
             return Precision("cuda", "bf16", "CUDA GPU with bf16 support")
         return Precision("cuda", "fp16", "CUDA GPU without bf16")
-    return cpu_precision(_cpu_flags(), os.environ.get("STUDIO_CPU_BF16"), task)
+    return cpu_precision(_cpu_flags(), os.environ.get("STUDIO_CPU_BF16"), task, measured_bf16_speedup)
 
 
 def autocast(precision: Precision):
