@@ -32,18 +32,24 @@ def _batch():
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 2, 1, 2])}
 
 
+def same_logits_then_backward(plain, fast) -> None:
+    """Both models on `_batch()` in eval mode (no dropout, so comparable number for number): the
+    same logits; then both losses backpropagated, for the caller to compare gradients."""
+    plain.eval(), fast.eval()
+    batch = _batch()
+    out_plain, out_fast = plain(**batch), fast(**batch)
+    torch.testing.assert_close(out_fast.logits, out_plain.logits, rtol=1e-5, atol=1e-6)
+    out_plain.loss.backward()
+    out_fast.loss.backward()
+
+
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_same_logits_and_gradients(kind, attention):
     plain = _classifier(kind, attention)
     fast = copy.deepcopy(plain)
     assert compute_first_token_only(fast)
-    plain.eval(), fast.eval()   # no dropout, so the two are comparable number for number
-    batch = _batch()
-    out_plain, out_fast = plain(**batch), fast(**batch)
-    torch.testing.assert_close(out_fast.logits, out_plain.logits, rtol=1e-5, atol=1e-6)
-    out_plain.loss.backward()
-    out_fast.loss.backward()
+    same_logits_then_backward(plain, fast)
     last_key_bias = f"{'bert' if kind == 'bert' else 'roberta'}.encoder.layer.2.attention.self.key.bias"
     for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
         if p.grad is None:
@@ -114,12 +120,7 @@ def test_lora_wrapped_projections(dropout):
                         init_lora_weights=False)
     plain, fast = get_peft_model(plain, config), get_peft_model(fast, copy.deepcopy(config))
     fast.load_state_dict(plain.state_dict())
-    plain.eval(), fast.eval()
-    batch = _batch()
-    out_plain, out_fast = plain(**batch), fast(**batch)
-    torch.testing.assert_close(out_fast.logits, out_plain.logits, rtol=1e-5, atol=1e-6)
-    out_plain.loss.backward()
-    out_fast.loss.backward()
+    same_logits_then_backward(plain, fast)
     grads = {n: p.grad for n, p in fast.named_parameters() if p.grad is not None}
     for name, p in plain.named_parameters():
         if "lora_" in name and "layer.2.attention.self.value" in name:

@@ -8,7 +8,7 @@ import torch
 from studio.freezing import find_blocks
 from studio.tasks.first_token import compute_first_token_only
 from studio.tasks.real_tokens import compute_real_tokens_only, real_positions
-from test_first_token import _batch, _classifier
+from test_first_token import _batch, _classifier, same_logits_then_backward
 
 
 def _installed(model) -> list[str]:
@@ -25,12 +25,7 @@ def test_same_logits_and_gradients(kind, attention, first_token):
     if first_token:
         compute_first_token_only(fast)
     assert compute_real_tokens_only(fast) == (2 if first_token else 3)
-    plain.eval(), fast.eval()   # no dropout, so the two are comparable number for number
-    batch = _batch()
-    out_plain, out_fast = plain(**batch), fast(**batch)
-    torch.testing.assert_close(out_fast.logits, out_plain.logits, rtol=1e-5, atol=1e-6)
-    out_plain.loss.backward()
-    out_fast.loss.backward()
+    same_logits_then_backward(plain, fast)
     for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
         if p.grad is None or q.grad is None:   # the first-token block skips its zero-gradient key bias
             continue
