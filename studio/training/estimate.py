@@ -75,11 +75,12 @@ def _clip_seconds(model) -> float:
     """Gradient clipping as the studio's Trainer does it after every backward pass: the total
     norm over every trainable tensor (the rescale itself rides inside the fused AdamW step, see
     trainer.py). Times the real gradients; the threshold does not change the cost."""
+    from studio.training.trainer import total_grad_norm
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not grads:
         return 0.0
     start = time.perf_counter()
-    torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    total_grad_norm(grads)
     return time.perf_counter() - start
 
 

@@ -40,6 +40,13 @@ def _drop_mtime_warning(record) -> bool:
     return "mtime may not be reliable" not in record.getMessage()
 
 
+def total_grad_norm(grads):
+    """The 2-norm of all `grads` seen as one vector (what `clip_grad_norm_` measures), with one
+    `_foreach_norm` call instead of one Python call per tensor."""
+    import torch
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
 def _clip_in_optimizer(base):
     """The Trainer with gradient clipping folded into the fused AdamW step.
 
@@ -60,7 +67,7 @@ def _clip_in_optimizer(base):
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if not grads:
                 return super()._clip_grad_norm(model)
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            norm = total_grad_norm(grads)
             # clip_grad_norm_ multiplies by max_norm / (norm + 1e-6), at most 1; AdamW divides by this.
             optimizer.grad_scale = ((norm + 1e-6) / self.args.max_grad_norm).clamp(min=1.0).to(torch.float32)
             return norm
