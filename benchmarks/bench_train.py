@@ -142,7 +142,8 @@ def run_benchmark(args: argparse.Namespace, partial: Path | None = None) -> dict
                 folder.mkdir(parents=True, exist_ok=True)
                 spec = {"case": case.to_dict(), "trainer": trainer, "model": models[name][0],
                         "model_folder": models[name][1], "train_path": data["train_path"],
-                        "test_path": data["test_path"], "work_dir": str(folder), "seed": SEED}
+                        "test_path": data["test_path"], "work_dir": str(folder), "seed": SEED,
+                        "peak_size": args.peak_size}
                 print(f"[{len(results['runs']) + 1}/{len(jobs)}] {case.name} · {trainer} …", end=" ", flush=True)
                 row = run_trainer(spec, folder, inprocess=args.inprocess, timeout=args.timeout)
                 row.update(case=case.name, trainer=trainer, n_train=data["n_train"], round=round_)

@@ -10,8 +10,18 @@ from __future__ import annotations
 from benchmarks.cases import TABLE_ORDER
 
 
+def row_peak(run: dict, run_peak: float) -> float:
+    """The fp32 peak a row is measured against: the better of the two taken inside its own process
+    just before and after it trained (see worker.py), else the whole run's peak. This machine's
+    speed drifts by 10-20% within minutes (other tenants), and a share of a peak taken minutes
+    earlier measures the drift as much as the trainer."""
+    local = [v for v in (run.get("local_peak") or {}).values() if v]
+    return max(local) if local else run_peak
+
+
 def derive(run: dict, case: dict, peak_gflops: float) -> dict:
-    """Rates from a row: compute seconds = the sum of epoch spans (no eval, no checkpoints)."""
+    """Rates from a row: compute seconds = the sum of epoch spans (no eval, no checkpoints).
+    `peak_share` is of the row's own peak (`row_peak`); `run_peak_share` of the whole run's."""
     out = dict(run)
     epochs = run.get("epoch_s") or []
     compute = sum(epochs)
@@ -21,9 +31,11 @@ def derive(run: dict, case: dict, peak_gflops: float) -> dict:
     samples = run.get("n_train", case["n_train"]) * n_epochs
     tokens = (run.get("tokens_per_epoch") or 0) * n_epochs
     gflops = (run.get("flops_per_token") or 0) * tokens / compute / 1e9
+    peak = row_peak(run, peak_gflops)
     out.update(compute_s=round(compute, 3), samples_per_s=round(samples / compute, 2),
                tokens_per_s=round(tokens / compute, 1), gflops=round(gflops, 2),
-               peak_share=round(gflops / peak_gflops, 3) if peak_gflops else None,
+               peak_gflops=peak, peak_share=round(gflops / peak, 3) if peak else None,
+               run_peak_share=round(gflops / peak_gflops, 3) if peak_gflops else None,
                epoch_pct_of_first=[round(100 * e / epochs[0], 1) for e in epochs[1:]] if epochs[0] else [])
     if run.get("epoch_cpu_s"):
         out["compute_cpu_s"] = round(sum(run["epoch_cpu_s"]), 2)
@@ -115,7 +127,7 @@ def tables(results: dict) -> str:
     gen = ["| case | trainer | wall s | train s | tokens/s | GFLOP/s | % peak | RSS MiB | eval loss "
            "| tokens/s × hf-plain |", "|" + "---|" * 10]
     split = ["| case | trainer | wall s | setup s | train s (epochs) | eval + checkpoints s | after train s "
-             "| train CPU s | import s |", "|" + "---|" * 9]
+             "| train CPU s | import s | own fp32 peak |", "|" + "---|" * 10]
     est = ["| case | estimate s | shown at s | train() s | error vs train() | wall s | error vs wall |",
            "|" + "---|" * 7]
     order = sorted(results["cases"], key=lambda c: (c["task"] != "classify", c["n_train"], c["method"] != "full"))
@@ -144,7 +156,8 @@ def tables(results: dict) -> str:
             split.append(f"| {r['case']} | {label(r)} | {_f(r['wall_s'])} | {_f(r.get('setup_s'))} "
                          f"| {_f(r.get('compute_s'))} | {_f(_sub(r.get('train_s'), r.get('compute_s')))} "
                          f"| {_f(_sub(r['wall_s'], r.get('setup_s'), r.get('train_s')))} "
-                         f"| {_f(r.get('compute_cpu_s'))} | {_f(r.get('import_s'))} |")
+                         f"| {_f(r.get('compute_cpu_s'))} | {_f(r.get('import_s'))} "
+                         f"| {_f(r.get('peak_gflops') if r.get('local_peak') else None)} |")
             if r["trainer"] == "studio" and r.get("estimate_s"):
                 err = (r["estimate_s"] - r["wall_s"]) / r["wall_s"]
                 train = r.get("train_s")
@@ -154,14 +167,17 @@ def tables(results: dict) -> str:
     parts = [f"Measured fp32 matmul peak: **{peak:.1f} GFLOP/s** "
              f"({results['peak'].get('size', 2048)}², {results['peak'].get('threads')} threads)"
              + (f"; bf16 (AMX / avx512_bf16): {results['peak_bf16']['gflops']:.1f} GFLOP/s, for reference"
-                if results.get("peak_bf16") else "")]
+                if results.get("peak_bf16") else "")
+             + ". Each row's % peak is of the fp32 peak measured in that trainer's own process, just "
+               "before and after it trained (the better of the two; the split table's last column), "
+               "since this machine's speed drifts by 10-20% within minutes"]
     if len(cls) > 2:
         parts.append("\n".join(cls))
     if len(gen) > 2:
         parts.append("\n".join(gen))
     if len(split) > 2:
         parts.append("Where the time goes (setup = reading data, tokenizing, loading the model, the engine's "
-                     "estimate; after = final evaluation and saving):\n\n" + "\n".join(split))
+                     "estimate; after = final evaluation and saving; own fp32 peak = GFLOP/s):\n\n" + "\n".join(split))
     parts.append("\n".join(est) if len(est) > 2 else "Engine estimate before start: not reported.")
     repeated = rounds_table(results)
     if repeated:

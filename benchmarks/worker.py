@@ -4,7 +4,10 @@ A fresh process per trainer keeps them apart: its peak memory (ru_maxrss, the re
 water mark) is its own, no thread pool or allocator cache is inherited, and a crash costs one row.
 The spec (JSON) holds: case (Case.to_dict()), trainer ("hf-tutorial" | "hf-tuned" | "hf-plain" |
 "studio" | "studio-fp32"), model (catalog name or folder, for the studio), model_folder (the resolved folder, for
-the baselines), train_path, test_path, work_dir, seed. The output JSON holds the measurements, or
+the baselines), train_path, test_path, work_dir, seed, and peak_size (optional: the matmul size of
+the fp32 peak measured in this process just before and just after the trainer runs, so each row's
+share of the peak is of the machine as it was while that row trained). The output JSON holds the
+measurements, or
 {"ok": false, "error": ...}. `run_spec` does the same in the calling process (used by --inprocess).
 """
 
@@ -38,6 +41,14 @@ def _import_stack() -> float:
     return round(time.time() - start, 3)
 
 
+def _peak(size: int | None) -> float | None:
+    """This process's fp32 matmul peak in GFLOP/s (about 1 s at 2048²), or None without a size."""
+    if not size:
+        return None
+    from benchmarks.peak import measure_peak
+    return measure_peak(size)["gflops"]
+
+
 def run_spec(spec: dict) -> dict:
     """Run the spec's trainer here; return its measurements plus process facts (never raises)."""
     import_s = _import_stack()
@@ -45,6 +56,8 @@ def run_spec(spec: dict) -> dict:
     from transformers import set_seed
 
     set_seed(spec["seed"])
+    peak_size = spec.get("peak_size")
+    peak_before = _peak(peak_size)
     load_before = os.getloadavg()
     trainer, task = spec["trainer"], spec["case"]["task"]
     try:
@@ -61,6 +74,8 @@ def run_spec(spec: dict) -> dict:
     except Exception as exc:  # one failed row must not lose the others
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()[-4000:]}
+    if peak_before is not None:
+        result["local_peak"] = {"before": peak_before, "after": _peak(peak_size)}
     usage = resource.getrusage(resource.RUSAGE_SELF)
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     rss_mib = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)

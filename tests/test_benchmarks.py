@@ -82,6 +82,16 @@ def test_derive_rates_and_compare_flags_regressions():
     assert regressions == 1 and "slower" in text and "less accurate" in text
 
 
+def test_share_of_peak_uses_the_peak_measured_beside_the_row():
+    """A row carrying the peak its own process measured (before/after training) is judged against
+    the better of those two, not against the run's peak from minutes earlier."""
+    case = parse_case("classify-100-freeze4").to_dict()
+    row = report.derive({**_row("studio", 10.0, 0.9), "local_peak": {"before": 4.0, "after": 5.0}}, case, 10.0)
+    assert row["peak_gflops"] == 5.0
+    assert row["peak_share"] == pytest.approx(0.2, rel=1e-3) and row["run_peak_share"] == pytest.approx(0.1, rel=1e-3)
+    assert report.row_peak({"local_peak": {"before": None, "after": None}}, 10.0) == 10.0
+
+
 def test_repeated_rounds_collapse_to_medians():
     case = parse_case("classify-100-freeze4").to_dict()
     rounds = [report.derive({**_row("studio", wall, acc, epochs=(e, e / 2, e / 2)), "round": i}, case, 10.0)
@@ -132,6 +142,7 @@ def test_harness_runs_end_to_end_on_tiny_models(tmp_path, tiny_bert, tiny_llama_
     for key, r in runs.items():
         assert r["ok"], (key, r.get("error"), r.get("traceback"))
         assert len(r["epoch_s"]) == 2 and r["samples_per_s"] > 0 and r["gflops"] > 0, key
+        assert r["local_peak"]["before"] > 0 and r["local_peak"]["after"] > 0, key
     assert runs[("classify-24-freeze1", "studio")]["accuracy"] is not None
     assert runs[("generate-lora", "studio")]["eval_loss"] > 0
     printed = capsys.readouterr().out
