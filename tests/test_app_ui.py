@@ -214,3 +214,17 @@ def test_the_run_list_follows_a_resumed_run_from_queued_to_running(page, monkeyp
     assert "running" in listed(1)[0]
     job.snapshot = lambda: Snapshot(3, (), "running", step=2, max_steps=10)
     assert listed(2) is None
+
+
+# -- the layer diagram's parameter line ------------------------------------------------------------
+@pytest.mark.parametrize("method, says_adapters", [("lora", True), ("full", False), ("freeze", False)])
+def test_the_parameter_line_explains_a_total_above_the_model_cards(page, method, says_adapters):
+    """LoRA adds weights, so "N of M parameters learn" has an M above the Model tab's count: the
+    line names the two parts. Without adapters M is the model's own count and nothing is added."""
+    from studio.ui.train_tab import diagram_values
+    _, line = diagram_values(page.ctx, page.owner, {"method": method})
+    assert "parameters learn" in line
+    assert ("new weights (the adapters" in line) is says_adapters, line
+    if says_adapters:
+        model = page.ctx.skeletons.info(page.ctx.peek(page.owner).model).summary["params_m"]
+        assert f"model's {model:g}M plus" in line, line
