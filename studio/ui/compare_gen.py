@@ -90,9 +90,13 @@ def build_generation_panel(ctx: AppContext, owner: gr.BrowserState, run: gr.Drop
         message = controls.message_box(elem_id="compare-gen-message")
 
         gr.Markdown("### Chat with both\nEach model keeps its own side of the conversation.")
+        # A copy button on each message and no toolbar: its share button posts to Hugging Face
+        # discussions (nothing to share with offline), its trash can repeats Clear, and it sat on
+        # top of the first message.
+        chat = dict(height=320, buttons=["copy"])
         with gr.Row():
-            chat_base = gr.Chatbot(label="Base model", height=320, elem_id="compare-chat-base")
-            chat_tuned = gr.Chatbot(label="Fine-tuned model", height=320, elem_id="compare-chat-tuned")
+            chat_base = gr.Chatbot(label="Base model", elem_id="compare-chat-base", **chat)
+            chat_tuned = gr.Chatbot(label="Fine-tuned model", elem_id="compare-chat-tuned", **chat)
         with gr.Row(equal_height=True):
             say = gr.Textbox(show_label=False, placeholder="Say something to both…", scale=5,
                              elem_id="compare-chat-input")

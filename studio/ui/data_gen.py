@@ -15,9 +15,11 @@ from studio.config import DATA_FORMATS
 from studio.ui.gen_actions import FORMAT_NAMES
 from studio.ui.session import Session
 
-# (shown, value) for the format override: "auto" plus the three generation layouts.
-FORMAT_CHOICES = [("auto: detect from the columns", "auto")] + [
-    (FORMAT_NAMES[f], f) for f in DATA_FORMATS if f in FORMAT_NAMES]
+# (shown, value) for the format override: "auto" plus the three generation layouts. Short, so a
+# third of the row shows them whole; the summary line spells the chosen one out (FORMAT_NAMES).
+SHORT_FORMAT_NAMES = {"auto": "auto-detect", "prompt_response": "prompt / response",
+                      "alpaca": "alpaca columns", "chat": "chat messages"}
+FORMAT_CHOICES = [(SHORT_FORMAT_NAMES[f], f) for f in DATA_FORMATS if f in SHORT_FORMAT_NAMES]
 LEARNED_COLOR = {"learned": "#c7d2fe"}
 PREVIEW_COLUMNS = {"rendered": "what the model reads (chat template applied)",
                    "learned": "the part it learns to write", "tokens": "tokens"}
