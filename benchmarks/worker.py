@@ -55,9 +55,9 @@ def run_spec(spec: dict) -> dict:
     import torch
     from transformers import set_seed
 
-    set_seed(spec["seed"])
     peak_size = spec.get("peak_size")
-    peak_before = _peak(peak_size)
+    peak_before = _peak(peak_size)   # first: it seeds torch itself, and the trainer's seed comes next
+    set_seed(spec["seed"])
     load_before = os.getloadavg()
     trainer, task = spec["trainer"], spec["case"]["task"]
     try:

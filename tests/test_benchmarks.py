@@ -159,3 +159,16 @@ def test_worker_subprocess_isolates_one_trainer(tmp_path, tiny_bert):
     row = bench_train.run_trainer(spec, tmp_path, inprocess=False, timeout=300)
     assert row["ok"], row.get("error")
     assert row["max_rss_mib"] > 50 and row["torch_threads"] >= 1 and len(row["epoch_s"]) == 1
+
+
+def test_the_peak_measured_in_the_worker_leaves_the_trainers_seed_alone(monkeypatch):
+    """The worker's own peak measurement seeds torch; the trainer must still start from its seed."""
+    import torch
+    from transformers import set_seed
+    from benchmarks import studio_run, worker
+    monkeypatch.setattr(studio_run, "run", lambda spec, fp32=False: {"draw": torch.rand(3).tolist()})
+    row = worker.run_spec({"case": parse_case("classify-24-full").to_dict(), "trainer": "studio", "seed": 42,
+                           "peak_size": 64})
+    set_seed(42)
+    assert row["draw"] == torch.rand(3).tolist()
+    assert row["local_peak"]["before"] > 0 and row["local_peak"]["after"] > 0
