@@ -42,11 +42,14 @@ def _import_stack() -> float:
 
 
 def _peak(size: int | None) -> float | None:
-    """This process's fp32 matmul peak in GFLOP/s (about 1 s at 2048²), or None without a size."""
+    """This process's fp32 matmul peak in GFLOP/s (about 1 s at 2048²), or None without a size.
+    Measured in a thread of its own that then ends: measured in the main thread, the matmul's
+    OpenMP team would stay and halve the speed of the studio's trainer thread (fresh_thread.py)."""
     if not size:
         return None
     from benchmarks.peak import measure_peak
-    return measure_peak(size)["gflops"]
+    from studio.fresh_thread import in_fresh_thread
+    return in_fresh_thread(measure_peak, size)["gflops"]
 
 
 def run_spec(spec: dict) -> dict:

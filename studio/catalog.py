@@ -57,8 +57,10 @@ def _minilm(progress=None) -> Path:
 
 def _gguf(name: str):
     def resolve(progress=None) -> Path:
+        from studio.fresh_thread import in_fresh_thread
         from studio.gguf_import import ensure_converted
-        return ensure_converted(name, progress=progress)
+        # De-quantizing runs torch kernels; a server thread asking must not keep an OpenMP team.
+        return in_fresh_thread(ensure_converted, name, progress=progress)
     return resolve
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from studio import catalog
 from studio.errors import JobError
+from studio.fresh_thread import in_fresh_thread
 from studio.tasks import classify
 from studio.training.runs import Run
 
@@ -67,7 +68,11 @@ class ClassifierPair:
         self._lock = threading.Lock()  # one forward pass at a time per loaded pair
 
     def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(base_probs, tuned_probs), each of shape (len(texts), len(labels))."""
+        """(base_probs, tuned_probs), each of shape (len(texts), len(labels)). Computed in a fresh
+        thread: the caller may be a long-lived server thread (see fresh_thread.py)."""
+        return in_fresh_thread(self._predict, texts)
+
+    def _predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             base = classify.zero_shot_proba(self.base, self.base_tokenizer, texts, self.labels,
                                             max_length=self.max_length)
@@ -126,7 +131,7 @@ def load_pair(run: Run, *, keep: int = 2) -> ClassifierPair:
     with _PAIRS_LOCK:
         pair = _PAIRS.pop(str(run.dir), None)
         if pair is None:
-            pair = ClassifierPair(run)
+            pair = in_fresh_thread(ClassifierPair, run)   # loading runs kernels too
         _PAIRS[str(run.dir)] = pair
         while len(_PAIRS) > keep:
             _PAIRS.popitem(last=False)

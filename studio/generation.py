@@ -33,6 +33,7 @@ import pandas as pd
 from studio import catalog
 from studio.config import GenerateSpec
 from studio.errors import JobError
+from studio.fresh_thread import in_fresh_thread
 from studio.tasks import generate as gen
 from studio.training.runs import Run
 
@@ -135,6 +136,9 @@ class GenerationPair:
     # -- measuring -------------------------------------------------------------------------------
     def loss_on(self, examples: list[tuple[list[int], list[int]]], which: str, batch_size: int = 4) -> tuple[float, int]:
         """(mean loss per counted token, counted tokens) over (input_ids, labels) pairs."""
+        return in_fresh_thread(self._loss_on, examples, which, batch_size)
+
+    def _loss_on(self, examples, which: str, batch_size: int) -> tuple[float, int]:
         import torch
         import torch.nn.functional as F
         total, count = 0.0, 0
@@ -195,6 +199,10 @@ class _Decoder:
         self.generator = torch.Generator().manual_seed(seed)
 
     def step(self) -> None:
+        """One more token (a fresh thread per step: the caller may be a long-lived server thread)."""
+        in_fresh_thread(self._step)
+
+    def _step(self) -> None:
         import torch
         ids = self.prompt_ids if self.cache is None else self.new[-1:]
         with self.pair.use(self.which) as model, torch.inference_mode():
@@ -319,7 +327,7 @@ def load_pair(run: Run, *, keep: int = 2) -> GenerationPair:
     marker = run.model_dir / "COMPLETE"
     key = f"{run.dir}@{marker.stat().st_mtime_ns if marker.exists() else 0}"   # a resumed run reloads
     with _PAIRS_LOCK:
-        pair = _PAIRS.pop(key, None) or GenerationPair(run)
+        pair = _PAIRS.pop(key, None) or in_fresh_thread(GenerationPair, run)   # see fresh_thread.py
         _PAIRS[key] = pair
         while len(_PAIRS) > keep:
             _PAIRS.popitem(last=False)

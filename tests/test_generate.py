@@ -242,6 +242,22 @@ def test_base_and_tuned_answers_differ_after_training(lora_run):
     assert pair.answer("Hi", "base", warm, seed=3) == pair.answer("Hi", "base", warm, seed=3)
 
 
+def test_answers_and_losses_are_computed_outside_the_calling_thread(lora_run):
+    """Each decoding step and each loss batch runs in a fresh thread, never in the (possibly
+    long-lived server) thread that asks, so no OpenMP team stays there (fresh_thread.py)."""
+    import threading
+    from studio.generation import load_pair
+    pair = load_pair(lora_run.run)
+    seen = []
+    hook = pair.model.register_forward_pre_hook(lambda module, args: seen.append(threading.get_ident()))
+    try:
+        pair.answer_both("Who are you?")
+        pair.text_loss("A plain sentence to read.", "tuned")
+    finally:
+        hook.remove()
+    assert len(seen) > 2 and threading.get_ident() not in seen
+
+
 def test_batch_compare_and_forgetting_check(lora_run, tmp_path):
     from studio.generation import batch_compare, forgetting_check
     result = batch_compare(lora_run.run, n=2, settings=GenerateSpec(max_new_tokens=len(TARGET) + 2))
