@@ -45,4 +45,3 @@ def in_fresh_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     if "error" in outcome:
         raise outcome.pop("error")
     return outcome["value"]
-

@@ -90,9 +90,9 @@ def build_generation_panel(ctx: AppContext, owner: gr.BrowserState, run: gr.Drop
         message = controls.message_box(elem_id="compare-gen-message")
 
         gr.Markdown("### Chat with both\nEach model keeps its own side of the conversation.")
-        # A copy button on each message and no toolbar: its share button posts to Hugging Face
-        # discussions (nothing to share with offline), its trash can repeats Clear, and it sat on
-        # top of the first message.
+        # A copy button on each message, and no share or copy-all buttons in the corner: share
+        # posts to Hugging Face discussions (nothing to share offline), and the row of them sat
+        # on top of the first message. (gradio always adds its trash can, which clears one side.)
         chat = dict(height=320, buttons=["copy"])
         with gr.Row():
             chat_base = gr.Chatbot(label="Base model", elem_id="compare-chat-base", **chat)
