@@ -78,11 +78,11 @@ def diagram_values(ctx: AppContext, owner: str, values: dict) -> list:
         what = f"Every original weight is frozen; rank-{spec.lora_r} adapters and the head learn."
         if sess.task == "generate":
             what = f"Every original weight is frozen; only the rank-{spec.lora_r} adapters learn."
-        # The adapters are new weights, so this total is above the one on the Model tab: say so.
-        base = sum(p.numel() for p in ctx.skeletons.skeleton(sess.model, sess.num_labels, sess.task).parameters())
-        if s["total"] > base:
-            added = "the adapters" if sess.task == "generate" else "the adapters and a trainable copy of the head"
-            what += f" The total is the model's {human(base)} plus {human(s['total'] - base)} new weights ({added})."
+        # With LoRA every original weight is frozen and all that learns is new (the adapters, and
+        # peft's trainable copy of a classifier's head), so the total is above the Model tab's: say so.
+        added = "the adapters" if sess.task == "generate" else "the adapters and a trainable copy of the head"
+        what += (f" The total is the model's {human(s['total'] - s['trainable'])} plus "
+                 f"{human(s['trainable'])} new weights ({added}).")
     line = (f"**{human(s['trainable'])} of {human(s['total'])} parameters learn "
             f"({s['share']:.1%}).** {what}")
     return [plots.layer_stack_figure(groups), line]
