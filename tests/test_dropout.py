@@ -35,3 +35,16 @@ def test_swaps_plain_dropouts_and_leaves_the_weights_alone():
     assert isinstance(model.bert.encoder.layer[0].output.dropout, FastDropout)
     assert model.bert.encoder.layer[0].attention.self.dropout.p == 0.1   # attention reads p from it
     assert model.state_dict().keys() == before.keys()
+
+
+def test_masks_come_from_torchs_seed_and_keep_the_input_dtype():
+    from studio.training.dropout import keep_mask
+    x = torch.zeros(1000, 64)
+    torch.manual_seed(3)
+    first, second = keep_mask(x, 0.1), keep_mask(x, 0.1)
+    torch.manual_seed(3)
+    assert torch.equal(keep_mask(x, 0.1), first)        # manual_seed replays the masks
+    assert not torch.equal(first, second)                # and each draw is a new one
+    assert set(first.unique().tolist()) == {0.0, torch.tensor(1 / 0.9).item()}
+    assert keep_mask(x.bfloat16(), 0.1).dtype == torch.bfloat16
+    assert keep_mask(torch.zeros(7), 0.5).shape == (7,)  # an odd count (two masks per 64-bit draw)

@@ -83,3 +83,47 @@ def test_prepare_installs_it_and_the_prefix_cache_keeps_it(tmp_path, tiny_bert):
         cached(**batch)
         assert _installed(classify.unwrap(cached)) == ["_real_token_forward", "_first_token_forward"]
     assert cached.hits == 4
+
+
+def _numbered_masks():
+    """Dropout masks that depend only on how many were drawn before: two models that draw in the
+    same order get the same masks, whichever code draws them."""
+    drawn = []
+
+    def mask(like, p):
+        generator = torch.Generator().manual_seed(len(drawn))
+        drawn.append(like.shape)
+        return (torch.rand(like.shape, generator=generator) >= p).to(like.dtype) / (1 - p)
+    return mask, drawn
+
+
+def test_attention_dropout_in_training_is_the_usual_one_with_the_fast_mask(monkeypatch):
+    """In training, the real-token blocks drop attention weights themselves (with `keep_mask`,
+    not sdpa's `bernoulli_`). Given the same masks, logits and gradients match eager attention."""
+    import torch.nn.functional as F
+    from studio.training import dropout
+
+    plain = _classifier("bert", "eager")
+    for module in plain.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for layer in plain.bert.encoder.layer:                  # only the attention weights draw masks
+        layer.attention.self.dropout.p = 0.25
+    fast = copy.deepcopy(plain)
+    fast.config._attn_implementation = "sdpa"               # with dropout on, the blocks do their own
+    compute_real_tokens_only(fast)
+
+    ours, ours_drawn = _numbered_masks()
+    theirs, theirs_drawn = _numbered_masks()
+    monkeypatch.setattr(dropout, "keep_mask", ours)
+    usual_dropout = F.dropout
+    monkeypatch.setattr(F, "dropout", lambda x, p=0.5, training=True, inplace=False:
+                        x * theirs(x, p) if training and p > 0 else usual_dropout(x, p, training, inplace))
+    plain.train(), fast.train()
+    batch = _batch()
+    out_plain, out_fast = plain(**batch), fast(**batch)
+    assert ours_drawn == theirs_drawn == [torch.Size([4, 4, 11, 11])] * 3     # one mask per block
+    torch.testing.assert_close(out_fast.logits, out_plain.logits, rtol=1e-5, atol=1e-6)
+    out_plain.loss.backward(), out_fast.loss.backward()
+    for (name, a), b in zip(plain.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -83,15 +83,35 @@ def _real_token_forward(block: nn.Module):
             full = values.new_zeros(batch * length, values.shape[-1]).index_copy(0, index, values)
             return full.view(batch, length, -1, self_attention.attention_head_size).transpose(1, 2)
 
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface(self_attention.config._attn_implementation,
-                                                       eager_attention_forward)
-        context, _ = attend(self_attention, padded(self_attention.query), padded(self_attention.key),
-                            padded(self_attention.value), attention_mask,
-                            dropout=self_attention.dropout.p if self_attention.training else 0.0,
-                            scaling=self_attention.scaling)
+        query, key, value = (padded(self_attention.query), padded(self_attention.key),
+                             padded(self_attention.value))
+        dropout = self_attention.dropout.p if self_attention.training else 0.0
+        if 0.0 < dropout < 1.0 and hidden_states.device.type == "cpu":
+            context = _attention_with_fast_dropout(query, key, value, real, self_attention.scaling, dropout)
+        else:
+            attend = ALL_ATTENTION_FUNCTIONS.get_interface(self_attention.config._attn_implementation,
+                                                           eager_attention_forward)
+            context, _ = attend(self_attention, query, key, value, attention_mask, dropout=dropout,
+                                scaling=self_attention.scaling)
         context = context.reshape(batch * length, -1).index_select(0, index)
         attended = block.attention.output(context, tokens)         # projection, dropout, residual, norm
         out = block.feed_forward_chunk(attended)                   # feed-forward, dropout, residual, norm
         return out.new_zeros(batch * length, out.shape[-1]).index_copy(0, index, out).view(batch, length, -1)
 
     return forward
+
+
+def _attention_with_fast_dropout(query, key, value, real, scaling: float, p: float) -> torch.Tensor:
+    """Attention whose weights go through dropout with `keep_mask`'s fast masks.
+
+    With dropout on, torch's CPU attention runs its plain math path anyway (scores, softmax, a
+    `bernoulli_` mask, weights times values): this is the same path with the faster mask (a
+    forward and backward for 16 sentences of 20 tokens, 12 heads: 4.3 ms against sdpa's 4.7). Keys at
+    pad positions get no weight; every sentence has a real token, so no row is all masked. Returns
+    (batch, length, heads, size), the layout the attention interfaces return.
+    """
+    from studio.training.dropout import _ScaledMask
+
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    weights = scores.masked_fill(~real[:, None, None, :], float("-inf")).softmax(dim=-1)
+    return torch.matmul(_ScaledMask.apply(weights, p), value).transpose(1, 2)
