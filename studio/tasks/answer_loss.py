@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from studio.training.kernel_shapes import round_rows
+
 IGNORE = -100
 
 
@@ -92,12 +94,17 @@ class OutputCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, matmul_dtype=None):
+        rows = len(targets)
+        if matmul_dtype is not None and hidden.device.type == "cpu":
+            # oneDNN compiles a kernel per row count (kernel_shapes.py): zero rows up to a round
+            # count, whose scores are computed and never used.
+            hidden = F.pad(hidden, (0, 0, 0, round_rows(rows) - rows))
         with torch.autocast(hidden.device.type, enabled=False):   # formats are chosen here
             scores = _linear(hidden, weight, bias, matmul_dtype).float()   # owned here: nothing else sees it
             # In place: the public log_softmax always allocates its output. Each row is read whole
             # (its max and its sum of exps) before it is written, so overwriting it is safe.
             log_probs = torch._log_softmax(scores, -1, False, out=scores)
-            loss = -log_probs.gather(1, targets[:, None]).mean()
+            loss = -log_probs[:rows].gather(1, targets[:, None]).mean()
         ctx.save_for_backward(hidden, weight, log_probs, targets)
         ctx.bias_needs_grad = bias is not None and ctx.needs_input_grad[2]
         ctx.matmul_dtype = matmul_dtype
@@ -106,17 +113,19 @@ class OutputCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         hidden, weight, log_probs, targets = ctx.saved_tensors
-        # d loss / d scores = (softmax - one_hot(target)) / rows
+        rows = len(targets)
+        # d loss / d scores = (softmax - one_hot(target)) / rows; zero for the rounding's extra rows
         grad = log_probs.exp_()
-        grad[torch.arange(len(targets), device=grad.device), targets] -= 1.0
-        grad.mul_(grad_loss / len(targets))
+        grad[rows:] = 0.0
+        grad[torch.arange(rows, device=grad.device), targets] -= 1.0
+        grad.mul_(grad_loss / rows)
         grad_bias = grad.sum(0) if ctx.bias_needs_grad else None
         dtype = ctx.matmul_dtype
         if dtype is not None:   # the products in the 16-bit format, the results back in float32
             grad, weight_, hidden_ = grad.to(dtype), weight.to(dtype), hidden.to(dtype)
         else:
             weight_, hidden_ = weight, hidden
-        grad_hidden = (grad @ weight_).to(hidden.dtype) if ctx.needs_input_grad[0] else None
+        grad_hidden = (grad @ weight_)[:rows].to(hidden.dtype) if ctx.needs_input_grad[0] else None
         grad_weight = (grad.t() @ hidden_).to(weight.dtype) if ctx.needs_input_grad[1] else None
         return grad_hidden, grad_weight, grad_bias, None, None
 

@@ -13,6 +13,10 @@ the block on them. The block hands on the padded layout, with zeros at the pad p
 there are masked out, and the classifier reads position 0. Logits, loss and every gradient are
 the ones the ordinary block gives, to float rounding (a test checks that).
 
+When the block's matmuls run in bf16 on a CPU, every new row count costs a compiled kernel
+(kernel_shapes.py), so the count is rounded up to a multiple of 32 with pad positions, whose
+results are thrown away like before.
+
 Like first_token.py, the forward is an instance attribute: it is never saved with the model, and
 a batch without padding runs the class's own forward.
 """
@@ -24,6 +28,7 @@ from torch import nn
 
 from studio.freezing import find_blocks
 from studio.tasks.first_token import _bert_style_block
+from studio.training.kernel_shapes import round_rows, rounds_rows
 
 
 def compute_real_tokens_only(model: nn.Module) -> int:
@@ -75,6 +80,8 @@ def _real_token_forward(block: nn.Module):
         if real is None or cross_or_cached:   # nothing to skip, or a decoder's extras: the usual block
             return class_forward(hidden_states, attention_mask, *args, **kwargs)
         index = real.reshape(-1).nonzero().squeeze(1)              # real tokens in the flat layout
+        if rounds_rows(hidden_states):   # a 16-bit CPU matmul compiles per row count: use few counts
+            index = _with_pad_rows(index, real, round_rows(len(index)))
         tokens = hidden_states.reshape(batch * length, width).index_select(0, index)
         self_attention = block.attention.self
 
@@ -99,6 +106,17 @@ def _real_token_forward(block: nn.Module):
         return out.new_zeros(batch * length, out.shape[-1]).index_copy(0, index, out).view(batch, length, -1)
 
     return forward
+
+
+def _with_pad_rows(index: torch.Tensor, real: torch.Tensor, rows: int) -> torch.Tensor:
+    """`index` (the real tokens' flat positions) plus pad positions, up to `rows` in all (or every
+    position, when the batch has fewer). A pad row's results land on a pad position: its key is
+    masked out, nothing reads it, and no gradient reaches it, so the real tokens' results and every
+    weight gradient stay the same."""
+    extra = min(rows, real.numel()) - len(index)
+    if extra <= 0:
+        return index
+    return torch.cat([index, (~real).reshape(-1).nonzero().squeeze(1)[:extra]])
 
 
 def _attention_with_fast_dropout(query, key, value, real, scaling: float, p: float) -> torch.Tensor:

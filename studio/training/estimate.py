@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from studio.training.device import Precision, autocast
+from studio.training.kernel_shapes import length_multiple
 
 FP32 = Precision("cpu", "fp32", "the estimate's default")
 
@@ -88,7 +89,8 @@ def _positions(batch) -> int:
     return int(batch["input_ids"].numel())
 
 
-def train_positions_per_epoch(lengths: list[int], batch_size: int, *, length_buckets: bool, seed: int = 0) -> int:
+def train_positions_per_epoch(lengths: list[int], batch_size: int, *, length_buckets: bool, seed: int = 0,
+                              multiple: int = 1) -> int:
     """Padded positions in one epoch's batches, batched the way the trainer will batch them."""
     from studio.training.sampling import bucketed_batches, padded_positions
     generator = torch.Generator()
@@ -99,14 +101,14 @@ def train_positions_per_epoch(lengths: list[int], batch_size: int, *, length_buc
         from transformers.trainer_pt_utils import get_length_grouped_indices
         order = get_length_grouped_indices(lengths, batch_size, generator=generator)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return padded_positions(lengths, batches)
+    return padded_positions(lengths, batches, multiple)
 
 
-def eval_positions(lengths: list[int], batch_size: int) -> int:
+def eval_positions(lengths: list[int], batch_size: int, multiple: int = 1) -> int:
     """Padded positions of one evaluation: batches in dataset order."""
     from studio.training.sampling import padded_positions
     return padded_positions(lengths, [range(i, min(i + batch_size, len(lengths)))
-                                      for i in range(0, len(lengths), batch_size)])
+                                      for i in range(0, len(lengths), batch_size)], multiple)
 
 
 def _model_loss(model, batch):
@@ -191,8 +193,10 @@ def estimate_training(prepared, train_spec, *, repeats: int = 3, precision: Prec
     c_first, c_later = first / _positions(batch), later / _positions(batch)
     c_eval_first, c_eval_later = eval_pass / _positions(eval_batch), eval_later / _positions(eval_batch)
     train_lengths = [len(ids) for ids in prepared.train_dataset["input_ids"]]
+    multiple = length_multiple(prepared.collator)   # widths padded further for bf16 kernels
     epoch_positions = train_positions_per_epoch(train_lengths, train_spec.batch_size,
-                                                length_buckets=prepared.length_buckets, seed=train_spec.seed)
+                                                length_buckets=prepared.length_buckets, seed=train_spec.seed,
+                                                multiple=multiple)
     first_positions = epoch_positions * first_epoch_steps / per_epoch
     later_positions = epoch_positions * (steps - first_epoch_steps) / per_epoch
     eval_lengths = [len(ids) for ids in prepared.eval_dataset["input_ids"]]
@@ -204,7 +208,7 @@ def estimate_training(prepared, train_spec, *, repeats: int = 3, precision: Prec
     else:
         evaluations = max(1, steps // train_spec.eval_steps)
         checkpoints = (steps - 1) // train_spec.eval_steps
-    positions = eval_positions(eval_lengths, eval_batch_size(prepared, train_spec.batch_size))
+    positions = eval_positions(eval_lengths, eval_batch_size(prepared, train_spec.batch_size), multiple)
     eval_seconds = positions * c_eval_later
     saves = _save_seconds(model, checkpoints=checkpoints if train_spec.save_checkpoints else 0)
     total = (first_positions * c_first + later_positions * c_later + steps * per_step

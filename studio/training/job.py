@@ -120,12 +120,14 @@ class TrainingJob:
     def _train(self, started: float) -> None:
         from studio.tasks import task_module
         from studio.training.device import training_precision
+        from studio.training.kernel_shapes import fit_to_kernels
         from studio.training.owned_weights import own_trainable_weights
         from studio.training.trainer import build_trainer, quiet_library_progress_bars
 
         quiet_library_progress_bars()
         task = task_module(self.config.task)
-        self.prepared = task.prepare(self.config, report=self._report)
+        self.prepared = fit_to_kernels(task.prepare(self.config, report=self._report),
+                                       training_precision(self.config.task))
         if self.stop_event.is_set():
             return self._finish("stopped", started, None)
         own_trainable_weights(self.prepared.model)   # no page-by-page copy in the first step

@@ -62,9 +62,10 @@ class LengthBucketSampler(Sampler[int]):
         return iter([i for batch in batches for i in batch])
 
 
-def padded_positions(lengths: list[int], batches) -> int:
-    """Positions the model computes for these batches: each batch padded to its longest example."""
-    return sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+def padded_positions(lengths: list[int], batches, multiple: int = 1) -> int:
+    """Positions the model computes for these batches: each batch padded to its longest example
+    (and on to a multiple of `multiple` positions, as `kernel_shapes.PadToMultiple` pads)."""
+    return sum(-(-max(lengths[i] for i in batch) // multiple) * multiple * len(batch) for batch in batches)
 
 
 def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
