@@ -205,10 +205,18 @@ def check_targets(results: dict) -> list[dict]:
         x = tutorial["wall_s"] / studio["wall_s"]
         add("classroom run >= 10x faster than tutorial-style HF", f"{x:.2f}x", x >= 10)
     for r in results["runs"]:
+        # The studio-fp32 row (when asked for) shows the same target in fp32 on a CPU where the
+        # engine trains in bf16: the share is of the fp32 peak either way, so both are printed.
+        if r["trainer"] == "studio-fp32" and r.get("ok") and r["case"].endswith("-full") \
+                and r["case"].startswith("classify") and r.get("peak_share") is not None:
+            add(f"{r['case']}: full FT >= 60% of peak, in fp32", f"{100 * r['peak_share']:.0f}%",
+                r["peak_share"] >= 0.6)
         if r["trainer"] != "studio" or not r.get("ok") or not r["case"].startswith("classify"):
             continue
         if r["case"].endswith("-full") and r.get("peak_share") is not None:
-            add(f"{r['case']}: full FT >= 60% of peak", f"{100 * r['peak_share']:.0f}%", r["peak_share"] >= 0.6)
+            dtype = r.get("precision") or "fp32"
+            add(f"{r['case']}: full FT >= 60% of peak" + (f", in {dtype} (the engine's choice here)" if dtype != "fp32" else ""),
+                f"{100 * r['peak_share']:.0f}%", r["peak_share"] >= 0.6)
         if "-freeze" in r["case"] and r.get("epoch_pct_of_first"):
             worst = max(r["epoch_pct_of_first"])
             add(f"{r['case']}: epochs 2+ each <= 40% of epoch 1", f"max {worst:.0f}%", worst <= 40)

@@ -6,16 +6,18 @@ in a 16-bit format. Whether that pays depends on the hardware and on the model:
 - CPUs with AMX (Intel Sapphire Rapids and later: the `amx_bf16` flag) run bf16 matmuls on the
   tile unit: on a 2-core one, 2.6 TFLOP/s against 0.39 for fp32 (2048², benchmark run 7). There,
   SmolLM2-135M trained 1.45x faster with full fine-tuning and 1.11x with LoRA, at the same eval
-  loss; MiniLM's 384-wide matmuls are small enough that the casts around them cost what bf16
-  saves: 1.15x for full fine-tuning at 1.4 points less accuracy, nothing with freeze depth 4, and
-  20-40% more memory either way. So on CPUs bf16 is used for generation, and classification
-  stays in fp32.
+  loss; MiniLM gained 1.15x with full fine-tuning, nothing with freeze depth 4, and took 20-40%
+  more memory. That was before bf16 shapes were rounded (kernel_shapes.py): each new batch shape
+  compiled a kernel and kept it, which is what cost the time and the memory. Not measured again
+  on AMX since, so there classification stays in fp32.
 - CPUs with avx512_bf16 but no AMX (AMD Zen 4 and 5) differ. Zen 5 ran 2048² bf16 matmuls at
   767-820 GFLOP/s against 178-200 in fp32 (4.2x, benchmark run 9), and there SmolLM2 trained 1.84x
-  faster with full fine-tuning and 1.49x with LoRA at the same eval loss; Zen 4 executes its 512-bit
-  instructions in two halves, about 2x on paper, unmeasured. So on such a CPU a generation run first
-  times one bf16 and one fp32 matmul (about 0.1 s, once per process) and uses bf16 when bf16 is at
-  least `FAST_BF16_SPEEDUP` times faster.
+  faster with full fine-tuning and 1.49x with LoRA at the same eval loss. MiniLM, with its shapes
+  rounded, 1.89x with full fine-tuning and 1.48x with freeze depth 4 (benchmark run 11), at the
+  same memory and, over six seeds, the same accuracy. Zen 4 executes its 512-bit instructions in
+  two halves, about 2x on paper, unmeasured. So on such a CPU a run first times one bf16 and one
+  fp32 matmul (about 0.1 s, once per process) and uses bf16 when bf16 is at least
+  `FAST_BF16_SPEEDUP` times faster.
 - Other CPUs: fp32. Without AMX or avx512_bf16 a bf16 matmul is emulated, hundreds of times slower
   (measured on an AMD EPYC without them).
 
@@ -55,7 +57,7 @@ def _cpu_flags() -> set[str]:
 
 
 # Tasks whose models gained from bf16 on an AMX CPU in the benchmark (see above).
-CPU_BF16_TASKS = frozenset({"generate"})
+AMX_BF16_TASKS = frozenset({"generate"})
 # CPU flags of bf16 in hardware: AMX tiles, or AVX-512 bf16 dot products.
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 # Without AMX, bf16 is used when its matmuls are at least this much faster than fp32 ones. Zen 5
@@ -73,9 +75,9 @@ def cpu_precision(flags: set[str], choice: str | None, task: str, bf16_speedup=l
         return Precision("cpu", "bf16", "CPU with bf16 instructions, asked for with STUDIO_CPU_BF16=1")
     if not BF16_FLAGS & flags:
         return Precision("cpu", "fp32", "CPU without fast bf16: fp32 is the fast path here")
-    if task not in CPU_BF16_TASKS:
-        return Precision("cpu", "fp32", "this model's matmuls are too small for bf16 to pay on a CPU")
     if "amx_bf16" in flags:
+        if task not in AMX_BF16_TASKS:
+            return Precision("cpu", "fp32", "bf16 has not been measured to pay for this task on an AMX CPU")
         return Precision("cpu", "bf16", "CPU with AMX bf16 tiles")
     speedup = bf16_speedup()
     if speedup >= FAST_BF16_SPEEDUP:
