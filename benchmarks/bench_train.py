@@ -45,6 +45,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="run each case's trainers N times, alternating their order, and report medians "
                         "(this machine's speed drifts by 10-20%% within minutes)")
+    p.add_argument("--seeds", metavar="S1,S2,...",
+                   help="one round per training seed (same data), alternating the trainers' order; "
+                        "tables show medians, and accuracy / eval loss as the mean over the seeds, "
+                        "since a single seed's accuracy swings by a point or more")
     p.add_argument("--baseline", type=Path, help="a saved results JSON to compare against")
     p.add_argument("--fail-on-regression", action="store_true", help="exit 1 when --baseline finds one")
     p.add_argument("--data-dir", type=Path, default=SHARED_DATA,
@@ -116,16 +120,17 @@ def run_benchmark(args: argparse.Namespace, partial: Path | None = None) -> dict
     written to `partial` (marked "partial": true), so a long run can be watched or cut short."""
     cases = select_cases(args.cases.split(",") if args.cases else None, quick=args.quick, epochs=args.epochs)
     wanted = set(args.trainers.split(",")) if args.trainers else None
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [SEED] * max(1, args.repeat)
     started = time.time()
     results = {"meta": {**machine_facts(), "date": dt.datetime.now().isoformat(timespec="seconds"),
-                        "argv": sys.argv[1:], "quick": args.quick, "seed": SEED,
+                        "argv": sys.argv[1:], "quick": args.quick, "seed": SEED, "seeds": sorted(set(seeds)),
                         "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
                "cases": [], "runs": []}
     print(f"Measuring the fp32 matmul peak ({args.peak_size}²)…", flush=True)
     peaks = [measure_peak(args.peak_size)]
     work = Path(tempfile.mkdtemp(prefix="studio-bench-"))
     models: dict[str, tuple[str, str]] = {}
-    repeat = max(1, args.repeat)
+    repeat = len(seeds)
     jobs = [(c, t) for c in cases for t in c.selected_trainers(wanted)] * repeat
     try:
         for case in cases:
@@ -142,11 +147,11 @@ def run_benchmark(args: argparse.Namespace, partial: Path | None = None) -> dict
                 folder.mkdir(parents=True, exist_ok=True)
                 spec = {"case": case.to_dict(), "trainer": trainer, "model": models[name][0],
                         "model_folder": models[name][1], "train_path": data["train_path"],
-                        "test_path": data["test_path"], "work_dir": str(folder), "seed": SEED,
+                        "test_path": data["test_path"], "work_dir": str(folder), "seed": seeds[round_],
                         "peak_size": args.peak_size}
                 print(f"[{len(results['runs']) + 1}/{len(jobs)}] {case.name} · {trainer} …", end=" ", flush=True)
                 row = run_trainer(spec, folder, inprocess=args.inprocess, timeout=args.timeout)
-                row.update(case=case.name, trainer=trainer, n_train=data["n_train"], round=round_)
+                row.update(case=case.name, trainer=trainer, n_train=data["n_train"], round=round_, seed=seeds[round_])
                 if row.get("ok"):
                     row.pop("traceback", None)
                 results["runs"].append(row)

@@ -47,11 +47,16 @@ def rate_key(case: str) -> str:
     return "tokens_per_s" if case.startswith("generate") else "samples_per_s"
 
 
+QUALITY = ("accuracy", "eval_loss")
+
+
 def medians(runs: list[dict]) -> list[dict]:
     """One row per (case, trainer): every numeric measurement replaced by its median over the
     rounds (lists and texts come from the round with the median train seconds), plus `rounds`
-    and each round's wall time and rate in `per_round`."""
-    from statistics import median
+    and each round's wall time and rate in `per_round`. When the rounds trained with different
+    seeds (--seeds), accuracy and eval loss are their mean: the quality a setting gives, not one
+    seed's luck."""
+    from statistics import mean, median
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["case"], r["trainer"]), []).append(r)
@@ -67,9 +72,15 @@ def medians(runs: list[dict]) -> list[dict]:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round" and \
                     all(isinstance(r.get(key), (int, float)) for r in ok):
                 row[key] = round(median(r[key] for r in ok), 4)
+        seeded = len({r.get("seed") for r in ok}) > 1
+        if seeded:
+            for key in QUALITY:
+                if all(isinstance(r.get(key), (int, float)) for r in ok):
+                    row[key] = round(mean(r[key] for r in ok), 4)
         rate = rate_key(row["case"])
         row["rounds"] = len(ok)
-        row["per_round"] = [{"round": r["round"], "wall_s": r["wall_s"], rate: r.get(rate)}
+        row["per_round"] = [{"round": r["round"], "seed": r.get("seed"), "wall_s": r["wall_s"], rate: r.get(rate),
+                             **({k: r.get(k) for k in QUALITY if r.get(k) is not None} if seeded else {})}
                             for r in sorted(ok, key=lambda r: r["round"])]
         out.append(row)
     return out
@@ -183,7 +194,25 @@ def tables(results: dict) -> str:
     if repeated:
         parts.append("Every round (trainers alternate their order round by round; the tables above show "
                      "medians):\n\n" + repeated)
+    seeded = seeds_table(results)
+    if seeded:
+        parts.append("Quality per training seed (the tables above show the mean):\n\n" + seeded)
     return "\n\n".join(parts)
+
+
+def seeds_table(results: dict) -> str | None:
+    """Each seed's accuracy or eval loss for every row trained with several seeds (--seeds)."""
+    rows = [r for r in results["runs"] if any(k in p for p in r.get("per_round", ()) for k in QUALITY)]
+    if not rows:
+        return None
+    seeds = sorted({p["seed"] for r in rows for p in r["per_round"]})
+    lines = ["| case | trainer | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |", "|" + "---|" * (len(seeds) + 3)]
+    for r in rows:
+        key = "accuracy" if r["case"].startswith("classify") else "eval_loss"
+        by_seed = {p["seed"]: p.get(key) for p in r["per_round"]}
+        cells = [_f(by_seed.get(s), "{:.3f}") for s in seeds]
+        lines.append(f"| {r['case']} | {label(r)} | " + " | ".join(cells) + f" | {_f(r.get(key), '{:.3f}')} |")
+    return "\n".join(lines)
 
 
 def check_targets(results: dict) -> list[dict]:

@@ -40,7 +40,7 @@ class StudioProbe(TimingCallback):
 def build_config(spec: dict):
     from studio.config import DataSpec, RunConfig, TrainSpec
     case = spec["case"]
-    train = {"method": case["method"], "epochs": case["epochs"]}
+    train = {"method": case["method"], "epochs": case["epochs"], "seed": spec["seed"]}
     if case["method"] == "freeze":
         train["freeze_depth"] = case["freeze_depth"]
     if case["task"] == "classify":

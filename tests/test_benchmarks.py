@@ -107,6 +107,21 @@ def test_repeated_rounds_collapse_to_medians():
         report.rounds_table({"runs": list(rows.values())})
 
 
+def test_rounds_with_different_seeds_average_their_quality():
+    """--seeds: timings are still medians, but accuracy is the mean over the seeds, and each
+    seed's accuracy is listed."""
+    case = parse_case("classify-100-freeze4").to_dict()
+    rounds = [report.derive({**_row("studio", wall, acc, epochs=(e, e / 2, e / 2)), "round": i, "seed": seed},
+                            case, 10.0)
+              for i, (wall, acc, e, seed) in enumerate([(10.0, 0.90, 4.0, 42), (30.0, 0.80, 12.0, 1), (12.0, 0.94, 5.0, 2)])]
+    (studio,) = report.medians(rounds)
+    assert studio["wall_s"] == 12.0 and studio["accuracy"] == pytest.approx(0.88)
+    assert [(p["seed"], p["accuracy"]) for p in studio["per_round"]] == [(42, 0.90), (1, 0.80), (2, 0.94)]
+    table = report.seeds_table({"runs": [studio]})
+    assert "| classify-100-freeze4 | studio | 0.800 | 0.940 | 0.900 | 0.880 |" in table   # seeds 1, 2, 42
+    assert report.seeds_table({"runs": report.medians([dict(r, seed=42) for r in rounds])}) is None
+
+
 def _write_data(folder: Path) -> Path:
     """TREC-shaped classification CSVs and alpaca-shaped records, tiny, in the layout of ../shared/data."""
     folder.mkdir(parents=True, exist_ok=True)
