@@ -7,7 +7,7 @@ against a saved run. All are pure functions of the results dict that bench_train
 
 from __future__ import annotations
 
-from benchmarks.cases import TABLE_ORDER
+from benchmarks.cases import CLASSROOM, TABLE_ORDER
 
 
 def row_peak(run: dict, run_peak: float) -> float:
@@ -222,7 +222,7 @@ def check_targets(results: dict) -> list[dict]:
     def add(target: str, value, passed):
         out.append({"target": target, "value": value, "passed": passed})
 
-    studio = _row(results, "classify-1000-freeze4", "studio")   # the studio's defaults ARE freeze 4
+    studio = _row(results, CLASSROOM, "studio")   # 1,000 examples at the engine's default freeze depth
     tuned, tutorial = _row(results, "classify-1000-full", "hf-tuned"), _row(results, "classify-1000-full", "hf-tutorial")
     if studio and tuned:
         x = tuned["wall_s"] / studio["wall_s"]

@@ -89,8 +89,12 @@ class TrainSpec(_Validated):
         "freeze", "full: every weight learns. freeze: the bottom blocks stay as pretrained and only "
         "the top learns (fast, hard to break). lora: small adapter matrices learn, the rest stays.",
         choices=METHODS)
+    # 2 of MiniLM's 6 blocks: over three seeds on 1,000 TREC questions, freezing 2 scored like
+    # full fine-tuning (0.951 against the HF Trainer's 0.949 on the test questions; 0.923 against
+    # 0.921 on 1,000 held-out training questions) in about a third of its time; freezing 4 was
+    # faster still but 1.4 points lower (0.935).
     freeze_depth: int = setting(
-        4, "How many of the lowest transformer blocks (plus the embeddings) stay frozen. "
+        2, "How many of the lowest transformer blocks (plus the embeddings) stay frozen. "
         "Low blocks hold general language skills; top blocks adapt to your task.",
         min=0, max=64, step=1)
     learning_rate: float = setting(

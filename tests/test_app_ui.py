@@ -144,7 +144,7 @@ def test_the_apps_own_setting_errors_use_the_ui_label(page):
     ({}, False),
 ])
 def test_the_preset_shows_custom_once_settings_leave_it(page, changes, custom):
-    out = page.call("apply_preset", train_preset="Balanced")       # depth = blocks - 2 = 4 (6 assumed)
+    out = page.call("apply_preset", train_preset="Balanced")       # depth = blocks - 4 = 2 (6 assumed)
     values = {"trainspec_freeze_depth": shown(out["trainspec-freeze-depth"]), **changes}
     radio = page.call("match_preset", train_preset="Balanced", **values)["train-preset"]
     if custom:

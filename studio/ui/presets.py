@@ -15,8 +15,8 @@ PRESETS = {
     "Quick try": ("One pass over the data, only the top block and the head learn: a first result "
                   "in a minute or two.", {"method": "freeze", "freeze_from_top": 1, "epochs": 1,
                                           "learning_rate": 5e-4}),
-    "Balanced": ("The studio's default: the top two blocks adapt to your task, the rest keeps its "
-                 "general language skills.", {"method": "freeze", "freeze_from_top": 2, "epochs": 3,
+    "Balanced": ("The studio's default: the top four blocks adapt to your task, the lowest keep their "
+                 "general language skills.", {"method": "freeze", "freeze_from_top": 4, "epochs": 3,
                                              "learning_rate": 3e-4}),
     "Best quality": ("Every weight learns with a small learning rate: slowest, usually the best "
                      "score when you have a few thousand rows.", {"method": "full", "epochs": 4,
