@@ -70,6 +70,10 @@ def test_the_classroom_target_reads_the_row_at_the_engines_default_depth():
     accuracy = targets["... at accuracy no more than 1 point lower"]
     assert (speed["value"], speed["passed"]) == ("3.00x", True)
     assert (accuracy["value"], accuracy["passed"]) == ("+0.5 pt lower", True)
+    # The later-epochs target is at freeze depth 4 of 6 only; other depths' ratios are not judged.
+    rows[1].update(epoch_pct_of_first=[80.0, 80.0]), rows[2].update(epoch_pct_of_first=[45.0, 50.0])
+    judged = [t["target"] for t in report.check_targets({"runs": rows}) if "epochs 2+" in t["target"]]
+    assert judged == ["classify-1000-freeze4: epochs 2+ each <= 40% of epoch 1"]
 
 
 def test_parse_case_rejects_unknown_names():

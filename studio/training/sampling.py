@@ -65,7 +65,8 @@ class LengthBucketSampler(Sampler[int]):
 def padded_positions(lengths: list[int], batches, multiple: int = 1) -> int:
     """Positions the model computes for these batches: each batch padded to its longest example
     (and on to a multiple of `multiple` positions, as `kernel_shapes.PadToMultiple` pads)."""
-    return sum(-(-max(lengths[i] for i in batch) // multiple) * multiple * len(batch) for batch in batches)
+    from studio.training.kernel_shapes import round_up
+    return sum(round_up(max(lengths[i] for i in batch), multiple) * len(batch) for batch in batches)
 
 
 def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
