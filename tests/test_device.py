@@ -50,6 +50,16 @@ def test_the_speedup_is_timed_on_real_matmuls():
     assert speedup > 0
 
 
+def test_the_two_formats_take_turns(monkeypatch):
+    """A slow moment of a shared machine must not spoil every timing of one format."""
+    import torch
+    order, real_mm = [], torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: order.append(a.dtype) or real_mm(a, b))
+    device.measured_bf16_speedup(size=64, repeats=2, rounds=2)
+    block = 1 + 2   # a warm-up and two timed matmuls
+    assert order == ([torch.float32] * block + [torch.bfloat16] * block) * 2
+
+
 def test_the_environment_variable_reaches_the_detection(monkeypatch):
     monkeypatch.setenv("STUDIO_FORCE_CPU", "1")
     monkeypatch.setattr(device, "_cpu_flags", lambda: set(AMX))
