@@ -2,8 +2,9 @@
 
 A case name says it all: `classify-<examples>-<method>` with method `full` or `freeze<k>`, and
 `generate-<method>` with method `lora` or `full`. `--cases` picks cases by name prefix, so
-`classify-1000` selects both classify-1000-full and classify-1000-freeze4, and any well-formed
-name works, not only the defaults (tests use `classify-24-freeze1` on a tiny model).
+`classify-1000` selects classify-1000-full, -freeze2 (the classroom run at the engine's default
+depth) and -freeze4, and any well-formed name works, not only the defaults (tests use
+`classify-24-freeze1` on a tiny model).
 
 Data: TREC question classification and alpaca instructions from the shared data folder when
 present, else the project's own samples. Every case of a task draws its training rows from ONE
