@@ -13,11 +13,11 @@ in a 16-bit format. Whether that pays depends on the hardware and on the model:
 - CPUs with avx512_bf16 but no AMX (AMD Zen 4 and 5) differ. Zen 5 ran 2048² bf16 matmuls at
   767-820 GFLOP/s against 178-200 in fp32 (4.2x, benchmark run 9), and there SmolLM2 trained 1.84x
   faster with full fine-tuning and 1.49x with LoRA at the same eval loss. MiniLM, with its shapes
-  rounded, 1.89x with full fine-tuning and 1.48x with freeze depth 4 (benchmark run 11), at the
-  same memory and, over six seeds, the same accuracy. Zen 4 executes its 512-bit instructions in
-  two halves, about 2x on paper, unmeasured. So on such a CPU a run first times one bf16 and one
-  fp32 matmul (about 0.1 s, once per process) and uses bf16 when bf16 is at least
-  `FAST_BF16_SPEEDUP` times faster.
+  rounded, trained 1.8x faster with full fine-tuning and 1.6x with freeze depth 4 (benchmark run
+  12), in about the same memory and, over 5-10 seeds on held-out questions, at the same accuracy.
+  Zen 4 executes its 512-bit instructions in two halves, about 2x on paper, unmeasured. So on such
+  a CPU a run first times bf16 against fp32 matmuls (about 0.1 s, once per process) and uses bf16
+  when bf16 is at least `FAST_BF16_SPEEDUP` times faster.
 - Other CPUs: fp32. Without AMX or avx512_bf16 a bf16 matmul is emulated, hundreds of times slower
   (measured on an AMD EPYC without them).
 
