@@ -118,6 +118,13 @@ def measured_bf16_speedup(size: int = 768, repeats: int = 3, rounds: int = 3) ->
     return fp32 / bf16
 
 
+@lru_cache(maxsize=1)
+def this_cpus_bf16_speedup() -> float:
+    """`measured_bf16_speedup()`, timed once per process: every task's choice rests on one timing,
+    so a classification and a generation run on the same machine cannot disagree about it."""
+    return measured_bf16_speedup()
+
+
 @lru_cache(maxsize=None)
 def training_precision(task: str) -> Precision:
     """The format a training run of `task` ("classify" | "generate") uses on this machine."""
@@ -126,7 +133,7 @@ def training_precision(task: str) -> Precision:
         if torch.cuda.is_bf16_supported():
             return Precision("cuda", "bf16", "CUDA GPU with bf16 support")
         return Precision("cuda", "fp16", "CUDA GPU without bf16")
-    return cpu_precision(_cpu_flags(), os.environ.get("STUDIO_CPU_BF16"), task, measured_bf16_speedup)
+    return cpu_precision(_cpu_flags(), os.environ.get("STUDIO_CPU_BF16"), task, this_cpus_bf16_speedup)
 
 
 def autocast(precision: Precision):
